@@ -1,0 +1,103 @@
+"""The engine contract: add a request, stream its new token ids, abort it."""
+
+from __future__ import annotations
+
+import abc
+import math
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+
+from ..orpheus import tokens as T
+
+GREEDY_TEMPERATURE = 1e-5  # at or below this, sampling is argmax
+
+
+@dataclass(frozen=True, slots=True)
+class SamplingConfig:
+    """Production defaults from the reference deployment."""
+
+    temperature: float = 0.6
+    top_p: float = 0.8
+    repetition_penalty: float = 1.1
+    max_tokens: int = 2800  # hard cap per text chunk, on top of the text-length budget
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.repetition_penalty < 1:
+            raise ValueError(f"repetition_penalty must be >= 1.0, got {self.repetition_penalty}")
+        if self.max_tokens < T.FRAME_TOKENS:
+            raise ValueError(f"max_tokens must be >= {T.FRAME_TOKENS}, got {self.max_tokens}")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature <= GREEDY_TEMPERATURE
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationRequest:
+    request_id: str
+    prompt_ids: Sequence[int]
+    sampling: SamplingConfig
+    max_new_tokens: int  # this chunk's budget (see `token_budget`)
+    adapter: str | None = None  # LoRA voice name; None = base model
+    session_id: str = ""
+
+
+@dataclass(slots=True)
+class EngineStats:
+    steps: int = 0
+    tokens_generated: int = 0
+    prefills: int = 0
+    batch_size_sum: int = 0
+    live_requests: int = 0
+    queued_requests: int = 0
+    adapters: dict[str, int] = field(default_factory=dict)  # e.g. lora cache hits/misses
+
+
+def token_budget(text: str, sampling: SamplingConfig, tokens_per_char: float = 9.0) -> int:
+    """Token budget for speaking `text`: scales with its length so a looping model still ends.
+
+    Speech runs ~14 characters per second (82 tokens/s -> ~6 tokens per character);
+    the default allows 1.5x that plus one second of slack, capped by `max_tokens`.
+    """
+    frames = math.ceil((len(text) * tokens_per_char + T.TOKENS_PER_SECOND) / T.FRAME_TOKENS)
+    return max(T.FRAME_TOKENS, min(sampling.max_tokens // T.FRAME_TOKENS, frames) * T.FRAME_TOKENS)
+
+
+class Engine(abc.ABC):
+    """Generates Orpheus audio token ids for many concurrent requests."""
+
+    @abc.abstractmethod
+    async def start(self) -> None:
+        """Load weights and start the step loop."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Abort everything and release resources."""
+
+    @abc.abstractmethod
+    def generate(self, request: GenerationRequest) -> AsyncIterator[list[int]]:
+        """Yield new token ids as they are sampled, stop token excluded.
+
+        Ends at the stop token or the budget. Closing the iterator (or cancelling the
+        task consuming it) aborts the request and frees its slot at once.
+        """
+
+    @abc.abstractmethod
+    def abort(self, request_id: str) -> None:
+        """Stop a request; a no-op if it already finished."""
+
+    @abc.abstractmethod
+    def live_request_ids(self) -> frozenset[str]:
+        """Requests queued or generating right now."""
+
+    @abc.abstractmethod
+    def stats(self) -> EngineStats: ...
+
+    def has_adapter(self, name: str) -> bool:
+        """Whether `name` is a LoRA voice this engine can load."""
+        return False

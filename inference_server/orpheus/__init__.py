@@ -1,0 +1,1 @@
+"""Pure Orpheus model facts: special token ids, prompt layout, audio token <-> SNAC codes."""
