@@ -1,0 +1,1 @@
+"""SNAC codec: model loading, streaming decode windows, batched decoding."""
