@@ -1,0 +1,91 @@
+"""Position-constrained sampling of Orpheus audio tokens.
+
+At audio step k only the 4096 ids of frame position k mod 7 are legal, plus the stop
+token at a frame boundary. Sampling runs on that 4097-wide slice instead of the full
+156,940-id vocabulary, which is both what makes invalid frames impossible and cheap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from ..orpheus import tokens as T
+from .base import SamplingConfig
+
+_SLICE = T.CODEBOOK_SIZE + 1  # the position's codes, then the stop token
+_AUDIO_SPAN = T.FRAME_TOKENS * T.CODEBOOK_SIZE
+
+
+@dataclass(slots=True)
+class RowSampler:
+    """Sampling state of one request: its config, RNG, step count and the ids it produced."""
+
+    config: SamplingConfig
+    audio_step: int = 0
+    seen: torch.Tensor = field(default_factory=lambda: torch.zeros(_AUDIO_SPAN, dtype=torch.bool))
+    generator: torch.Generator = field(default_factory=torch.Generator)
+
+    def __post_init__(self) -> None:
+        if self.config.seed is not None:
+            self.generator.manual_seed(self.config.seed)
+        else:
+            self.generator.seed()
+
+    def note_context(self, prompt_ids: Sequence[int]) -> None:
+        """Audio ids already in the prompt (continuity context) count for the penalty."""
+        for tok in prompt_ids:
+            if T.AUDIO_TOKEN_BASE <= tok < T.AUDIO_TOKEN_END:
+                self.seen[tok - T.AUDIO_TOKEN_BASE] = True
+
+
+def _legal_ids(rows: Sequence[RowSampler]) -> torch.Tensor:
+    """(B, 4097) token ids legal at each row's current step; the last column is the stop."""
+    starts = torch.tensor(
+        [T.position_range(r.audio_step % T.FRAME_TOKENS)[0] for r in rows], dtype=torch.long
+    )
+    ids = starts[:, None] + torch.arange(T.CODEBOOK_SIZE)[None, :]
+    stop = torch.full((len(rows), 1), T.END_OF_SPEECH, dtype=torch.long)
+    return torch.cat([ids, stop], dim=1)
+
+
+def sample_audio_tokens(logits: torch.Tensor, rows: Sequence[RowSampler]) -> list[int]:
+    """Sample one legal token per row from last-position logits of shape (B, vocab)."""
+    ids = _legal_ids(rows)
+    sub = logits.float().gather(1, ids.to(logits.device)).cpu()
+    for i, row in enumerate(rows):
+        # The stop token is legal only at a frame boundary, after at least one frame.
+        if row.audio_step % T.FRAME_TOKENS or row.audio_step == 0:
+            sub[i, -1] = float("-inf")
+        penalty = row.config.repetition_penalty
+        if penalty != 1.0:
+            seen = row.seen[ids[i, :-1] - T.AUDIO_TOKEN_BASE]
+            vals = sub[i, :-1]
+            sub[i, :-1] = torch.where(
+                seen, torch.where(vals > 0, vals / penalty, vals * penalty), vals
+            )
+    out = []
+    for i, row in enumerate(rows):
+        choice = _pick(sub[i], row)
+        token = int(ids[i, choice])
+        if token != T.END_OF_SPEECH:
+            row.seen[token - T.AUDIO_TOKEN_BASE] = True
+        row.audio_step += 1
+        out.append(token)
+    return out
+
+
+def _pick(scores: torch.Tensor, row: RowSampler) -> int:
+    cfg = row.config
+    if cfg.greedy:
+        return int(torch.argmax(scores))
+    probs = torch.softmax(scores / cfg.temperature, dim=-1)
+    if cfg.top_p < 1.0:
+        sorted_probs, order = torch.sort(probs, descending=True)
+        keep = torch.cumsum(sorted_probs, dim=-1) - sorted_probs < cfg.top_p
+        sorted_probs = torch.where(keep, sorted_probs, torch.zeros_like(sorted_probs))
+        pick = torch.multinomial(sorted_probs, 1, generator=row.generator)
+        return int(order[pick])
+    return int(torch.multinomial(probs, 1, generator=row.generator))

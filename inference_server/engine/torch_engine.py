@@ -1,0 +1,244 @@
+"""Continuous-batching Orpheus engine on plain transformers (CPU or GPU).
+
+One step = prefill of newly arrived requests (they go first: time to first audio),
+then ONE forward pass that advances every live request by a token. Requests join
+and leave between steps; the model runs in a single worker thread so the event
+loop never blocks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import torch
+from transformers import DynamicCache, PreTrainedModel
+
+from ..orpheus import tokens as T
+from .base import Engine, EngineStats, GenerationRequest
+from .kv_batch import PaddedKVBatch
+from .sampling import RowSampler, sample_audio_tokens
+
+log = logging.getLogger(__name__)
+
+# Maps each batch row's adapter (None = base) to PEFT adapter names, loading as needed.
+AdapterResolver = Callable[[Sequence[str | None]], list[str] | None]
+
+
+@dataclass(eq=False, slots=True)
+class _Live:
+    request: GenerationRequest
+    sampler: RowSampler
+    out: asyncio.Queue[list[int] | BaseException | None] = field(default_factory=asyncio.Queue)
+    last_token: int = 0
+    generated: int = 0
+    done: bool = False
+
+
+class TorchEngine(Engine):
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        *,
+        max_batch: int = 64,
+        max_prefills_per_step: int = 4,
+        adapter_resolver: AdapterResolver | None = None,
+    ) -> None:
+        self._model = model
+        self._device = next(model.parameters()).device
+        self._max_batch = max_batch
+        self._max_prefills = max_prefills_per_step
+        self._resolve_adapters = adapter_resolver
+        self._lock = threading.Lock()
+        self._incoming: deque[_Live] = deque()
+        self._aborted: set[str] = set()
+        self._live: dict[str, _Live] = {}
+        self._rows: list[_Live] = []  # batch order, touched only by the worker thread
+        self._batch = PaddedKVBatch()
+        self._stats = EngineStats()
+        self._wake = asyncio.Event()
+        self._executor: ThreadPoolExecutor | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def model(self) -> PreTrainedModel:
+        return self._model
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="torch-engine")
+        self._task = asyncio.create_task(self._run(), name="torch-engine-loop")
+
+    async def close(self) -> None:
+        for rid in list(self._live):
+            self.abort(rid)
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+
+    async def generate(self, request: GenerationRequest) -> AsyncIterator[list[int]]:
+        if request.request_id in self._live:
+            raise ValueError(f"duplicate request id {request.request_id!r}")
+        sampler = RowSampler(request.sampling)
+        sampler.note_context(request.prompt_ids)
+        live = _Live(request, sampler)
+        self._live[request.request_id] = live
+        with self._lock:
+            self._incoming.append(live)
+        self._wake.set()
+        try:
+            while (item := await live.out.get()) is not None:
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            self.abort(request.request_id)
+
+    def abort(self, request_id: str) -> None:
+        live = self._live.pop(request_id, None)
+        if live is not None and not live.done:
+            with self._lock:
+                self._aborted.add(request_id)
+            self._wake.set()
+
+    def live_request_ids(self) -> frozenset[str]:
+        return frozenset(self._live)
+
+    def stats(self) -> EngineStats:
+        self._stats.live_requests = len(self._live)
+        self._stats.queued_requests = len(self._incoming)
+        return self._stats
+
+    async def _run(self) -> None:
+        assert self._loop is not None
+        while True:
+            if not self._rows and not self._incoming:
+                self._wake.clear()
+                await self._wake.wait()
+            try:
+                results = await self._loop.run_in_executor(self._executor, self._step)
+            except Exception as exc:  # a model failure must not take the server down
+                log.exception("engine step failed; failing %d live requests", len(self._rows))
+                self._fail_all(exc)
+                continue
+            for live, tokens in results:
+                if tokens:
+                    live.out.put_nowait(tokens)
+                if live.done:
+                    live.out.put_nowait(None)
+                    self._live.pop(live.request.request_id, None)
+
+    def _fail_all(self, exc: BaseException) -> None:
+        with self._lock:
+            stranded = [*self._rows, *self._incoming]
+            self._incoming.clear()
+        self._rows, self._batch = [], PaddedKVBatch()
+        for live in stranded:
+            live.done = True
+            live.out.put_nowait(RuntimeError(f"generation failed: {exc}"))
+            self._live.pop(live.request.request_id, None)
+
+    # ---- worker thread -------------------------------------------------------------
+
+    def _step(self) -> list[tuple[_Live, list[int]]]:
+        with self._lock:
+            aborted, self._aborted = self._aborted, set()
+            if aborted:
+                self._incoming = deque(
+                    live for live in self._incoming if live.request.request_id not in aborted
+                )
+            room = max(0, self._max_batch - len(self._rows))
+            new = [
+                self._incoming.popleft()
+                for _ in range(min(room, self._max_prefills, len(self._incoming)))
+            ]
+        self._drop(aborted)
+        emitted: dict[int, tuple[_Live, list[int]]] = {}
+        with torch.inference_mode():
+            for live in new:
+                self._prefill(live)
+                emitted[id(live)] = (live, [])
+                self._accept(live, emitted)
+            if any(not live.done for live in self._rows):
+                self._decode(emitted)
+        self._drop(set())
+        return list(emitted.values())
+
+    def _prefill(self, live: _Live) -> None:
+        ids = torch.tensor([list(live.request.prompt_ids)], dtype=torch.long, device=self._device)
+        out = self._model(
+            input_ids=ids,
+            past_key_values=DynamicCache(),
+            use_cache=True,
+            logits_to_keep=1,
+            **self._adapter_kwargs([live]),
+        )
+        live.last_token = sample_audio_tokens(out.logits[:, -1], [live.sampler])[0]
+        self._batch.add(out.past_key_values, ids.shape[1])
+        self._rows.append(live)
+        self._stats.prefills += 1
+
+    def _decode(self, emitted: dict[int, tuple[_Live, list[int]]]) -> None:
+        rows = self._rows
+        cache, mask, positions = self._batch.step_inputs()
+        ids = torch.tensor([[live.last_token] for live in rows], dtype=torch.long)
+        out = self._model(
+            input_ids=ids.to(self._device),
+            attention_mask=mask.to(self._device),
+            position_ids=positions.to(self._device),
+            past_key_values=cache,
+            use_cache=True,
+            logits_to_keep=1,
+            **self._adapter_kwargs(rows),
+        )
+        self._batch.commit(out.past_key_values)
+        # Finished rows ride along this step (their slot is freed right after).
+        tokens = sample_audio_tokens(out.logits[:, -1], [live.sampler for live in rows])
+        self._stats.steps += 1
+        self._stats.batch_size_sum += len(rows)
+        for live, token in zip(rows, tokens, strict=True):
+            if live.done:
+                continue
+            live.last_token = token
+            emitted.setdefault(id(live), (live, []))
+            self._accept(live, emitted)
+
+    def _accept(self, live: _Live, emitted: dict[int, tuple[_Live, list[int]]]) -> None:
+        """Record the row's freshly sampled `last_token`, or finish the row."""
+        token = live.last_token
+        if token == T.END_OF_SPEECH:
+            live.done = True
+            return
+        emitted[id(live)][1].append(token)
+        live.generated += 1
+        self._stats.tokens_generated += 1
+        if live.generated >= live.request.max_new_tokens:
+            live.done = True
+
+    def _drop(self, aborted: set[str]) -> None:
+        """Free the slots of finished and aborted rows."""
+        keep = [
+            i
+            for i, live in enumerate(self._rows)
+            if not live.done and live.request.request_id not in aborted
+        ]
+        if len(keep) != len(self._rows):
+            for i, live in enumerate(self._rows):
+                if i not in keep:
+                    live.done = True
+            self._rows = [self._rows[i] for i in keep]
+            self._batch.keep(keep)
+
+    def _adapter_kwargs(self, rows: Sequence[_Live]) -> dict[str, list[str]]:
+        if self._resolve_adapters is None:
+            return {}
+        names = self._resolve_adapters([live.request.adapter for live in rows])
+        return {} if names is None else {"adapter_names": names}
