@@ -68,10 +68,12 @@ class SessionStart(_message.Message):
     def __init__(self, session_id: _Optional[str] = ..., voice: _Optional[str] = ..., model: _Optional[str] = ..., sampling: _Optional[_Union[SamplingOptions, _Mapping]] = ..., audio_format: _Optional[_Union[AudioFormat, _Mapping]] = ..., trim_head_silence: _Optional[bool] = ..., resume: _Optional[_Union[ResumeFrom, _Mapping]] = ...) -> None: ...
 
 class TextChunk(_message.Message):
-    __slots__ = ("text",)
+    __slots__ = ("text", "segment_id")
     TEXT_FIELD_NUMBER: _ClassVar[int]
+    SEGMENT_ID_FIELD_NUMBER: _ClassVar[int]
     text: str
-    def __init__(self, text: _Optional[str] = ...) -> None: ...
+    segment_id: str
+    def __init__(self, text: _Optional[str] = ..., segment_id: _Optional[str] = ...) -> None: ...
 
 class Flush(_message.Message):
     __slots__ = ("segment_id",)
