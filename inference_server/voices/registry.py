@@ -1,0 +1,174 @@
+"""The voices a node can speak: the base Orpheus voices plus LoRA clones in `--voices-dir`.
+
+The directory holds one PEFT adapter directory per voice. It is polled (a few stats
+per voice per second) so voices dropped in, replaced or removed take effect without
+a restart. Broken adapters are logged once with the reason and skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from ..orpheus.tokens import BASE_VOICES
+from .adapters import ADAPTER_CONFIG, ADAPTER_WEIGHTS, BrokenAdapterError, check_adapter_dir
+from .names import InvalidVoiceNameError, validate_voice_name
+
+log = logging.getLogger(__name__)
+
+VoiceKind = Literal["base", "lora"]
+ChangeListener = Callable[[frozenset[str]], None]
+_Signature = tuple[int, ...]
+
+
+class UnknownVoiceError(LookupError):
+    """A well-formed voice name that this node does not have."""
+
+
+@dataclass(frozen=True, slots=True)
+class VoiceSpec:
+    name: str
+    kind: VoiceKind
+    adapter_path: Path | None  # resolved adapter directory for "lora" voices
+    model: str  # the base model this voice runs on
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    signature: _Signature
+    spec: VoiceSpec | None  # None: broken (already reported)
+
+
+class VoiceRegistry:
+    """Base voices + LoRA voices found in `voices_dir`, refreshed by polling."""
+
+    def __init__(
+        self, voices_dir: Path | None, model_name: str, *, poll_interval: float = 1.0
+    ) -> None:
+        self.model_name = model_name
+        self.poll_interval = poll_interval
+        self._root = voices_dir.resolve() if voices_dir is not None else None
+        self._base = {n: VoiceSpec(n, "base", None, model_name) for n in BASE_VOICES}
+        self._entries: dict[str, _Entry] = {}
+        self._listeners: list[ChangeListener] = []
+        self._task: asyncio.Task[None] | None = None
+        self._last_refresh = 0.0
+        if self._root is not None and not self._root.is_dir():
+            raise FileNotFoundError(f"--voices-dir {voices_dir}: not a directory")
+        self.refresh()
+
+    def add_listener(self, listener: ChangeListener) -> None:
+        """Call `listener(names)` with LoRA voices added, changed or removed by a refresh."""
+        self._listeners.append(listener)
+
+    def voices(self) -> list[VoiceSpec]:
+        """All usable voices: base voices first, then LoRA voices by name."""
+        loras = sorted((e.spec for e in self._entries.values() if e.spec), key=lambda s: s.name)
+        return [*self._base.values(), *loras]
+
+    def resolve(self, name: str) -> VoiceSpec:
+        """The voice called `name`; raises `InvalidVoiceNameError` or `UnknownVoiceError`."""
+        validate_voice_name(name)
+        spec = self._lookup(name)
+        if spec is None and time.monotonic() - self._last_refresh > 0.2:
+            self.refresh()  # a voice dropped in since the last poll is usable at once
+            spec = self._lookup(name)
+        if spec is None:
+            valid = ", ".join(v.name for v in self.voices())
+            raise UnknownVoiceError(f"unknown voice {name!r}; valid voices: {valid}")
+        return spec
+
+    def refresh(self) -> frozenset[str]:
+        """Rescan the voices directory; return the LoRA voice names that changed."""
+        self._last_refresh = time.monotonic()
+        if self._root is None:
+            return frozenset()
+        seen: dict[str, _Entry] = {}
+        for name, path, signature in self._scan(self._root):
+            old = self._entries.get(name)
+            seen[name] = (
+                old if old and old.signature == signature else self._load(name, path, signature)
+            )
+        changed = {
+            n for n in seen.keys() | self._entries.keys() if _sig(seen, n) != _sig(self._entries, n)
+        }
+        self._entries = seen
+        if changed:
+            log.info("voices changed: %s", ", ".join(sorted(changed)))
+            for listener in self._listeners:
+                listener(frozenset(changed))
+        return frozenset(changed)
+
+    async def start(self) -> None:
+        """Start polling the voices directory."""
+        if self._root is not None and self._task is None:
+            self._task = asyncio.create_task(self._poll(), name="voice-registry-poll")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _poll(self) -> None:
+        while True:
+            await asyncio.sleep(self.poll_interval)
+            try:
+                await asyncio.to_thread(self.refresh)
+            except Exception:
+                log.exception("voice registry refresh failed; keeping the previous voices")
+
+    def _lookup(self, name: str) -> VoiceSpec | None:
+        if name in self._base:
+            return self._base[name]
+        entry = self._entries.get(name)
+        return entry.spec if entry else None
+
+    def _scan(self, root: Path) -> list[tuple[str, Path, _Signature]]:
+        found = []
+        try:
+            children = list(os.scandir(root))
+        except OSError as exc:
+            log.error("cannot list voices directory %s: %s", root, exc)
+            return [(name, Path(), e.signature) for name, e in self._entries.items()]
+        for child in children:
+            if child.name.startswith("."):
+                continue  # hidden: e.g. an adapter still being written by orpheus-finetune
+            found.append((child.name, Path(child.path), _signature(Path(child.path))))
+        return found
+
+    def _load(self, name: str, path: Path, signature: _Signature) -> _Entry:
+        try:
+            validate_voice_name(name)
+            if name in self._base:
+                raise BrokenAdapterError(f"{name!r} is a base voice name; rename the directory")
+            real = check_adapter_dir(path, self._root)  # type: ignore[arg-type]
+        except (InvalidVoiceNameError, BrokenAdapterError) as exc:
+            log.error("skipping voice directory %s: %s", path, exc)
+            return _Entry(signature, None)
+        return _Entry(signature, VoiceSpec(name, "lora", real, self.model_name))
+
+
+def _sig(entries: dict[str, _Entry], name: str) -> _Signature | None:
+    entry = entries.get(name)
+    return entry.signature if entry else None
+
+
+def _signature(path: Path) -> _Signature:
+    """Modification times and sizes that change whenever the adapter is rewritten."""
+    out: list[int] = []
+    for p in (path, path / ADAPTER_CONFIG, path / ADAPTER_WEIGHTS):
+        try:
+            st = p.stat()
+            out += [st.st_mtime_ns, st.st_size, st.st_ino]
+        except OSError:
+            out += [-1, -1, -1]
+    return tuple(out)
