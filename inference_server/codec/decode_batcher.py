@@ -1,0 +1,107 @@
+"""Cross-session batching of decode windows on one worker thread, off the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+from .snac_decoder import SnacDecoder
+from .stream_decoder import DecodeWindow
+
+
+@dataclass(slots=True)
+class _Job:
+    window: DecodeWindow
+    future: asyncio.Future[np.ndarray]
+
+
+class SnacDecodeBatcher:
+    """`await decode(window)` from any session; windows queued together decode in one call.
+
+    Windows submitted while the worker is idle are collected until the end of the
+    current event-loop tick; windows submitted while a batch is decoding join the next
+    batch, so batches grow with load. Each session awaits its own windows in order.
+    """
+
+    def __init__(self, decoder: SnacDecoder, *, max_batch_windows: int = 64) -> None:
+        if max_batch_windows < 1:
+            raise ValueError(f"max_batch_windows must be >= 1, got {max_batch_windows}")
+        self.decoder = decoder
+        self.max_batch_windows = max_batch_windows
+        self.batches = 0  # decode calls made
+        self.windows = 0  # windows decoded
+        self._queue: list[_Job] = []
+        self._inflight: list[_Job] = []
+        self._wakeup = asyncio.Event()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="snac-decode")
+        self._worker: asyncio.Task[None] | None = None
+        self._closed = False
+
+    def start(self) -> None:
+        """Start the worker task on the running loop (decode() does it lazily too)."""
+        if self._closed:
+            raise RuntimeError("SnacDecodeBatcher is closed")
+        if self._worker is None:
+            self._worker = asyncio.get_running_loop().create_task(self._run(), name="snac-decode")
+
+    async def decode(self, window: DecodeWindow) -> np.ndarray:
+        """Decoded float32 samples of `window` (only the kept range)."""
+        self.start()
+        future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Job(window, future))
+        self._wakeup.set()
+        return await future
+
+    async def close(self) -> None:
+        """Stop the worker; pending decodes fail with RuntimeError."""
+        self._closed = True
+        if self._worker is not None:
+            self._worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._worker
+        for job in [*self._inflight, *self._queue]:
+            if not job.future.done():
+                job.future.set_exception(RuntimeError("SnacDecodeBatcher closed"))
+        self._queue.clear()
+        self._executor.shutdown(wait=True)
+
+    async def __aenter__(self) -> SnacDecodeBatcher:
+        self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._wakeup.wait()
+            await asyncio.sleep(0)  # let every submitter of this tick join the batch
+            jobs = [j for j in self._queue[: self.max_batch_windows] if not j.future.done()]
+            del self._queue[: self.max_batch_windows]
+            if not self._queue:
+                self._wakeup.clear()
+            if not jobs:
+                continue
+            self._inflight = jobs
+            windows = [job.window for job in jobs]
+            try:
+                results = await loop.run_in_executor(
+                    self._executor, self.decoder.decode_windows, windows
+                )
+            except Exception as exc:  # a failed batch fails its waiters, never the worker
+                for job in jobs:
+                    if not job.future.done():
+                        job.future.set_exception(exc)
+                self._inflight = []
+                continue
+            self._inflight = []  # kept on cancellation so close() can fail these waiters
+            self.batches += 1
+            self.windows += len(jobs)
+            for job, pcm in zip(jobs, results, strict=True):
+                if not job.future.done():
+                    job.future.set_result(pcm)
