@@ -1,0 +1,39 @@
+"""Orpheus plugin for LiveKit Agents
+
+Streaming text-to-speech from self-hosted Orpheus inference nodes over gRPC.
+"""
+
+from .models import TTSModels, TTSVoices
+from .tts import TTS, ChunkedStream, OrpheusSegmentMetadata, SynthesizeStream
+from .version import __version__
+
+__all__ = [
+    "TTS",
+    "ChunkedStream",
+    "OrpheusSegmentMetadata",
+    "SynthesizeStream",
+    "TTSModels",
+    "TTSVoices",
+    "__version__",
+]
+
+from livekit.agents import Plugin
+
+from .log import logger
+
+
+class OrpheusPlugin(Plugin):
+    def __init__(self) -> None:
+        super().__init__(__name__, __version__, __package__, logger)
+
+
+Plugin.register_plugin(OrpheusPlugin())
+
+# Cleanup docs of unexported modules
+_module = dir()
+NOT_IN_ALL = [m for m in _module if m not in __all__]
+
+__pdoc__ = {}
+
+for n in NOT_IN_ALL:
+    __pdoc__[n] = False

@@ -1,0 +1,93 @@
+"""What one utterance sent and what the server confirmed, so it can resume on another node."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .proto import tts_pb2 as pb
+
+
+@dataclass
+class _SentSegment:
+    segment_id: str
+    text: str = ""
+    flushed: bool = False
+    chars_done: int = 0
+    done: bool = False
+
+
+class ResumeLedger:
+    """Segments in the order sent; the server answers them in the same order.
+
+    Progress marks are applied to the oldest unfinished segment, whatever id the
+    server put on them, because a segment's text streams before its Flush names it.
+    """
+
+    def __init__(self) -> None:
+        self._segments: list[_SentSegment] = []
+        self.next_sequence = 0
+        self.input_ended = False
+
+    @property
+    def audio_received(self) -> bool:
+        return self.next_sequence > 0
+
+    def record(self, request: pb.SynthesizeRequest, segment_id: str) -> None:
+        """Note a request written to the server as part of segment `segment_id`."""
+        kind = request.WhichOneof("kind")
+        if kind == "end_input":
+            self.input_ended = True
+            return
+        if kind not in ("text", "flush"):
+            return
+        if not self._segments or self._segments[-1].segment_id != segment_id:
+            self._segments.append(_SentSegment(segment_id))
+        segment = self._segments[-1]
+        if kind == "text":
+            segment.text += request.text.text
+        else:
+            segment.flushed = True
+
+    def accept_audio(self, sequence: int) -> bool:
+        """False for audio already delivered (a resumed node repeating a chunk)."""
+        if sequence < self.next_sequence:
+            return False
+        self.next_sequence = sequence + 1
+        return True
+
+    def on_progress(self, chars_done: int) -> None:
+        if segment := self._in_flight():
+            segment.chars_done = max(segment.chars_done, min(chars_done, len(segment.text)))
+
+    def on_segment_done(self) -> None:
+        if segment := self._in_flight():
+            segment.done = True
+            segment.chars_done = len(segment.text)
+
+    def resume_from(self) -> pb.ResumeFrom:
+        segment = self._in_flight()
+        return pb.ResumeFrom(
+            segment_id=segment.segment_id if segment else "",
+            chars_done=segment.chars_done if segment else 0,
+            next_sequence=self.next_sequence,
+        )
+
+    def replay(self) -> list[pb.SynthesizeRequest]:
+        """Requests that re-send everything not yet spoken, after a resuming SessionStart."""
+        requests: list[pb.SynthesizeRequest] = []
+        first = True
+        for segment in self._segments:
+            if segment.done:
+                continue
+            text = segment.text[segment.chars_done :] if first else segment.text
+            first = False
+            if text:
+                requests.append(pb.SynthesizeRequest(text=pb.TextChunk(text=text)))
+            if segment.flushed:
+                requests.append(pb.SynthesizeRequest(flush=pb.Flush(segment_id=segment.segment_id)))
+        if self.input_ended:
+            requests.append(pb.SynthesizeRequest(end_input=pb.EndInput()))
+        return requests
+
+    def _in_flight(self) -> _SentSegment | None:
+        return next((s for s in self._segments if not s.done), None)

@@ -1,0 +1,170 @@
+"""One utterance's bidi Synthesize call, able to move to another node mid-utterance."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+
+import grpc
+from livekit.agents import APIConnectionError, APITimeoutError
+from livekit.agents.utils import aio
+
+from .endpoints import ServerEndpoints
+from .errors import api_error_from_grpc
+from .log import logger
+from .proto import tts_pb2 as pb
+from .resume import ResumeLedger
+
+StartRequest = Callable[[pb.ResumeFrom | None], pb.SynthesizeRequest]
+
+
+def _node_gone(error: grpc.aio.AioRpcError) -> bool:
+    # a node shutting down cancels its calls; one that died is UNAVAILABLE
+    return error.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED)
+
+
+class SynthesisSession:
+    """Requests are queued synchronously (`send`) and written in order by one writer.
+
+    After audio has been delivered, a node that disappears is replaced by the next
+    address: the session restarts there with `SessionStart.resume`, re-sends only
+    the text not yet spoken, and drops any audio chunk it already delivered.
+    Before any audio, failures are raised so LiveKit's own retry starts over.
+    """
+
+    def __init__(
+        self,
+        *,
+        endpoints: ServerEndpoints,
+        session_id: str,
+        start_request: StartRequest,
+        connect_timeout: float,
+    ) -> None:
+        self._endpoints = endpoints
+        self.session_id = session_id
+        self._start_request = start_request
+        self._connect_timeout = connect_timeout
+        self._ledger = ResumeLedger()
+        self._outbox: asyncio.Queue[tuple[pb.SynthesizeRequest, str]] = asyncio.Queue()
+        self._write_lock = asyncio.Lock()
+        self._call: grpc.aio.StreamStreamCall | None = None
+        self._index = endpoints.current
+        self._resumes_left = len(endpoints.addresses) - 1
+        self._writer: asyncio.Task[None] | None = None
+        self.started: pb.SessionStarted | None = None
+
+    async def open(self) -> pb.SessionStarted:
+        """Start the session on the current primary; raises LiveKit API errors."""
+        self._call, self.started = await self._start_on(self._index, resume=None)
+        self._writer = asyncio.create_task(self._write_loop(), name="orpheus.session.writer")
+        return self.started
+
+    def send_text(self, text: str, segment_id: str) -> None:
+        self._outbox.put_nowait((pb.SynthesizeRequest(text=pb.TextChunk(text=text)), segment_id))
+
+    def send_flush(self, segment_id: str) -> None:
+        request = pb.SynthesizeRequest(flush=pb.Flush(segment_id=segment_id))
+        self._outbox.put_nowait((request, segment_id))
+
+    def send_end_input(self) -> None:
+        self._outbox.put_nowait((pb.SynthesizeRequest(end_input=pb.EndInput()), ""))
+
+    async def responses(self) -> AsyncIterator[pb.SynthesizeResponse]:
+        """Audio, progress and segment-done messages until the server ends the stream."""
+        while True:
+            assert self._call is not None
+            try:
+                while (response := await self._call.read()) is not grpc.aio.EOF:
+                    if self._accept(response):
+                        yield response
+                return
+            except grpc.aio.AioRpcError as e:
+                if not (_node_gone(e) and self._ledger.audio_received and self._resumes_left):
+                    if _node_gone(e):
+                        self._endpoints.mark_unreachable(self._index)
+                    raise api_error_from_grpc(e, request_id=self.session_id) from e
+                logger.warning(
+                    "orpheus node %s lost mid-utterance (%s), resuming on the next node",
+                    self._endpoints.addresses[self._index],
+                    e.code().name,
+                    extra={"session_id": self.session_id},
+                )
+                await self._resume()
+
+    async def aclose(self) -> None:
+        """Cancel the call: the server stops generating for this session."""
+        if self._writer is not None:
+            await aio.cancel_and_wait(self._writer)
+        if self._call is not None:
+            self._call.cancel()
+
+    def _accept(self, response: pb.SynthesizeResponse) -> bool:
+        kind = response.WhichOneof("kind")
+        if kind == "audio":
+            return self._ledger.accept_audio(response.audio.sequence)
+        if kind == "progress":
+            self._ledger.on_progress(response.progress.chars_done)
+        elif kind == "segment_done":
+            self._ledger.on_segment_done()
+        elif kind == "started":
+            self.started = response.started
+        return True
+
+    async def _start_on(
+        self, index: int, *, resume: pb.ResumeFrom | None
+    ) -> tuple[grpc.aio.StreamStreamCall, pb.SessionStarted]:
+        call = self._endpoints.stub(index).Synthesize(metadata=self._endpoints.metadata)
+        try:
+            await call.write(self._start_request(resume))
+            first = await asyncio.wait_for(call.read(), self._connect_timeout)
+        except TimeoutError:
+            call.cancel()
+            raise APITimeoutError(
+                f"orpheus node {self._endpoints.addresses[index]} did not start the session "
+                f"within {self._connect_timeout}s"
+            ) from None
+        except grpc.aio.AioRpcError as e:
+            if e.code() == grpc.StatusCode.UNAVAILABLE:
+                self._endpoints.mark_unreachable(index)
+            raise api_error_from_grpc(e, request_id=self.session_id) from e
+        except BaseException:
+            call.cancel()
+            raise
+        if first is grpc.aio.EOF or first.WhichOneof("kind") != "started":
+            call.cancel()
+            raise APIConnectionError(
+                f"orpheus node {self._endpoints.addresses[index]} answered SessionStart "
+                f"with {first!r} instead of SessionStarted"
+            )
+        return call, first.started
+
+    async def _resume(self) -> None:
+        async with self._write_lock:
+            assert self._call is not None
+            self._call.cancel()
+            self._endpoints.mark_unreachable(self._index)
+            self._resumes_left -= 1
+            index = self._endpoints.next_after(self._index)
+            call, self.started = await self._start_on(index, resume=self._ledger.resume_from())
+            try:
+                for request in self._ledger.replay():
+                    await call.write(request)
+                if self._ledger.input_ended:
+                    await call.done_writing()
+            except grpc.aio.AioRpcError as e:
+                call.cancel()
+                raise api_error_from_grpc(e, request_id=self.session_id) from e
+            self._call, self._index = call, index
+
+    async def _write_loop(self) -> None:
+        while True:
+            request, segment_id = await self._outbox.get()
+            async with self._write_lock:
+                assert self._call is not None
+                self._ledger.record(request, segment_id)
+                # a failed write shows up on the read side, which resumes and replays it
+                with contextlib.suppress(grpc.aio.AioRpcError, asyncio.InvalidStateError):
+                    await self._call.write(request)
+                    if request.WhichOneof("kind") == "end_input":
+                        await self._call.done_writing()
