@@ -1,0 +1,68 @@
+"""The resume ledger: what a client re-sends to a new node after the old one died."""
+
+from __future__ import annotations
+
+from livekit.plugins.orpheus.proto import tts_pb2 as pb
+from livekit.plugins.orpheus.resume import ResumeLedger
+
+
+def text(t: str) -> pb.SynthesizeRequest:
+    return pb.SynthesizeRequest(text=pb.TextChunk(text=t))
+
+
+def flush(segment_id: str) -> pb.SynthesizeRequest:
+    return pb.SynthesizeRequest(flush=pb.Flush(segment_id=segment_id))
+
+
+def kinds(requests: list[pb.SynthesizeRequest]) -> list[tuple[str, str]]:
+    out = []
+    for r in requests:
+        kind = r.WhichOneof("kind")
+        out.append((kind, r.text.text if kind == "text" else r.flush.segment_id))
+    return out
+
+
+def test_replays_unspoken_tail_and_later_segments() -> None:
+    ledger = ResumeLedger()
+    ledger.record(text("One two. "), "a")
+    ledger.record(text("Three four."), "a")
+    ledger.record(flush("a"), "a")
+    ledger.record(text("Five six."), "b")
+    for seq in range(3):
+        assert ledger.accept_audio(seq)
+    ledger.on_progress(9)  # "One two. " fully spoken
+    resume = ledger.resume_from()
+    assert (resume.segment_id, resume.chars_done, resume.next_sequence) == ("a", 9, 3)
+    expected = [("text", "Three four."), ("flush", "a"), ("text", "Five six.")]
+    assert kinds(ledger.replay()) == expected
+
+
+def test_done_segments_are_not_replayed_and_end_input_is() -> None:
+    ledger = ResumeLedger()
+    ledger.record(text("Done sentence."), "a")
+    ledger.record(flush("a"), "a")
+    ledger.record(text("Pending."), "b")
+    ledger.record(flush("b"), "b")
+    ledger.record(pb.SynthesizeRequest(end_input=pb.EndInput()), "")
+    ledger.accept_audio(0)
+    ledger.on_segment_done()
+    assert ledger.resume_from().segment_id == "b"
+    assert kinds(ledger.replay()) == [("text", "Pending."), ("flush", "b"), ("end_input", "")]
+
+
+def test_duplicate_audio_is_dropped() -> None:
+    ledger = ResumeLedger()
+    assert ledger.accept_audio(0) and ledger.accept_audio(1)
+    assert not ledger.accept_audio(1)
+    assert not ledger.accept_audio(0)
+    assert ledger.accept_audio(2)
+
+
+def test_progress_never_goes_backwards_or_past_the_text() -> None:
+    ledger = ResumeLedger()
+    ledger.record(text("Short."), "a")
+    ledger.on_progress(4)
+    ledger.on_progress(2)
+    assert ledger.resume_from().chars_done == 4
+    ledger.on_progress(99)
+    assert ledger.resume_from().chars_done == len("Short.")
