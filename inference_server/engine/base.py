@@ -99,5 +99,9 @@ class Engine(abc.ABC):
     def stats(self) -> EngineStats: ...
 
     def has_adapter(self, name: str) -> bool:
-        """Whether `name` is a LoRA voice this engine can load."""
+        """Whether this engine can serve LoRA voices."""
         return False
+
+    def loaded_adapters(self) -> frozenset[str]:
+        """LoRA voices resident in memory right now."""
+        return frozenset()

@@ -12,7 +12,7 @@ import asyncio
 import logging
 import threading
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -22,12 +22,10 @@ from transformers import DynamicCache, PreTrainedModel
 from ..orpheus import tokens as T
 from .base import Engine, EngineStats, GenerationRequest
 from .kv_batch import PaddedKVBatch
+from .lora_cache import LoraAdapterCache
 from .sampling import RowSampler, sample_audio_tokens
 
 log = logging.getLogger(__name__)
-
-# Maps each batch row's adapter (None = base) to PEFT adapter names, loading as needed.
-AdapterResolver = Callable[[Sequence[str | None]], list[str] | None]
 
 
 @dataclass(eq=False, slots=True)
@@ -47,13 +45,13 @@ class TorchEngine(Engine):
         *,
         max_batch: int = 64,
         max_prefills_per_step: int = 4,
-        adapter_resolver: AdapterResolver | None = None,
+        lora: LoraAdapterCache | None = None,
     ) -> None:
-        self._model = model
+        self._base_model = model
+        self._lora = lora
         self._device = next(model.parameters()).device
         self._max_batch = max_batch
         self._max_prefills = max_prefills_per_step
-        self._resolve_adapters = adapter_resolver
         self._lock = threading.Lock()
         self._incoming: deque[_Live] = deque()
         self._aborted: set[str] = set()
@@ -67,8 +65,14 @@ class TorchEngine(Engine):
         self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
-    def model(self) -> PreTrainedModel:
-        return self._model
+    def _model(self) -> torch.nn.Module:
+        return self._lora.model if self._lora is not None else self._base_model
+
+    def has_adapter(self, name: str) -> bool:
+        return self._lora is not None
+
+    def loaded_adapters(self) -> frozenset[str]:
+        return self._lora.loaded() if self._lora is not None else frozenset()
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -87,6 +91,10 @@ class TorchEngine(Engine):
     async def generate(self, request: GenerationRequest) -> AsyncIterator[list[int]]:
         if request.request_id in self._live:
             raise ValueError(f"duplicate request id {request.request_id!r}")
+        if request.adapter is not None:
+            if self._lora is None:
+                raise ValueError(f"voice {request.adapter!r} needs LoRA support, which is off")
+            await self._lora.prefetch(request.adapter)  # disk read off the step thread
         sampler = RowSampler(request.sampling)
         sampler.note_context(request.prompt_ids)
         live = _Live(request, sampler)
@@ -113,6 +121,8 @@ class TorchEngine(Engine):
         return frozenset(self._live)
 
     def stats(self) -> EngineStats:
+        if self._lora is not None:
+            self._stats.adapters = self._lora.stats()
         self._stats.live_requests = len(self._live)
         self._stats.queued_requests = len(self._incoming)
         return self._stats
@@ -237,8 +247,8 @@ class TorchEngine(Engine):
             self._rows = [self._rows[i] for i in keep]
             self._batch.keep(keep)
 
-    def _adapter_kwargs(self, rows: Sequence[_Live]) -> dict[str, list[str]]:
-        if self._resolve_adapters is None:
+    def _adapter_kwargs(self, rows: Sequence[_Live]) -> dict[str, object]:
+        """Per-row LoRA selection for a mixed-voice forward pass (attaches missing adapters)."""
+        if self._lora is None:
             return {}
-        names = self._resolve_adapters([live.request.adapter for live in rows])
-        return {} if names is None else {"adapter_names": names}
+        return self._lora.forward_kwargs(self._lora.resolve([r.request.adapter for r in rows]))

@@ -1,0 +1,140 @@
+"""`orpheus-server`: run one inference (or routing) node."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from pathlib import Path
+
+from .config import ServerConfig
+
+
+def _env(flag: str, default: object) -> object:
+    """ORPHEUS_<FLAG> overrides the built-in default (the command line overrides both)."""
+    return os.environ.get("ORPHEUS_" + flag.upper().replace("-", "_"), default)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    d = ServerConfig()
+    p = argparse.ArgumentParser(
+        prog="orpheus-server",
+        description="Orpheus TTS inference node (gRPC orpheus.v1.TTS). "
+        "Every flag also reads the env var ORPHEUS_<FLAG>, e.g. ORPHEUS_REDIS_URL.",
+    )
+
+    def add(flag: str, default: object, help: str, **kw: object) -> None:
+        p.add_argument(f"--{flag}", default=_env(flag, default), help=help, **kw)
+
+    add("host", d.host, "bind address (default 127.0.0.1)")
+    add("port", d.port, "gRPC port", type=int)
+    add("model", d.model, "'tiny-random' (noise, for tests) or a local checkpoint directory")
+    add("model-name", d.model_name, "model name clients send (default: from --model)")
+    add("snac", d.snac, "'random' (noise, for tests) or a local SNAC 24 kHz directory")
+    add(
+        "engine",
+        d.engine,
+        "torch (CPU/GPU) or vllm (CUDA, extra [vllm])",
+        choices=["torch", "vllm"],
+    )
+    add("device", d.device, "torch device for the torch engine and SNAC (cpu, cuda)")
+    add(
+        "voices-dir",
+        d.voices_dir,
+        "directory of LoRA voice adapters (one dir per voice)",
+        type=Path,
+    )
+    add("max-loras", d.max_loras, "LoRA adapters kept loaded (LRU)", type=int)
+    add("redis-url", d.redis_url, "Redis for fleet membership, e.g. redis://10.0.0.2:6379/0")
+    add("peers", ",".join(d.peers), "static fleet membership without Redis: host:port,...")
+    add("node-id", d.node_id, "this node's id in the fleet (default: --advertise)")
+    add("advertise", d.advertise, "host:port other nodes reach this node at")
+    add(
+        "role",
+        d.role,
+        "inference, or router (routes only, loads no model)",
+        choices=["inference", "router"],
+    )
+    add("api-keys-file", d.api_keys_file, "file of accepted API keys, one per line", type=Path)
+    add("metrics-port", d.metrics_port, "Prometheus /metrics port (0 = off)", type=int)
+    add("capacity", d.capacity, "concurrent sessions this node admits", type=int)
+    add("max-batch", d.max_batch, "max requests per engine forward pass", type=int)
+    add("max-chunk-chars", d.max_chunk_chars, "max characters per generation chunk", type=int)
+    add("max-session-chars", d.max_session_chars, "max characters of text per session", type=int)
+    add("max-message-bytes", d.max_message_bytes, "max size of one request message", type=int)
+    add("silence-threshold-db", d.silence_threshold_db, "head-silence threshold (dBFS)", type=float)
+    add(
+        "continuity-frames",
+        d.continuity_frames,
+        "previous chunk frames kept as prompt context",
+        type=int,
+    )
+    add(
+        "drain-grace", d.drain_grace_s, "seconds live sessions get to finish on SIGTERM", type=float
+    )
+    add("quantization", d.quantization, "vllm: weight quantization (fp8, none)")
+    add("kv-cache-dtype", d.kv_cache_dtype, "vllm: KV cache dtype (auto, fp8)")
+    add("max-model-len", d.max_model_len, "vllm: max tokens per sequence", type=int)
+    add("gpu-memory-utilization", d.gpu_memory_utilization, "vllm: GPU memory share", type=float)
+    add("max-lora-rank", d.max_lora_rank, "vllm: max LoRA rank", type=int)
+    add("max-cpu-loras", d.max_cpu_loras, "vllm: LoRA adapters cached in CPU memory", type=int)
+    p.add_argument("--log-level", default=_env("log-level", "INFO"))
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> ServerConfig:
+    peers = tuple(x.strip() for x in str(args.peers or "").split(",") if x.strip())
+    return ServerConfig(
+        host=args.host,
+        port=int(args.port),
+        model=args.model,
+        model_name=args.model_name,
+        snac=args.snac,
+        engine=args.engine,
+        device=args.device,
+        voices_dir=Path(args.voices_dir) if args.voices_dir else None,
+        max_loras=int(args.max_loras),
+        redis_url=args.redis_url or None,
+        peers=peers,
+        node_id=args.node_id,
+        advertise=args.advertise,
+        role=args.role,
+        api_keys_file=Path(args.api_keys_file) if args.api_keys_file else None,
+        metrics_port=int(args.metrics_port),
+        capacity=int(args.capacity),
+        max_batch=int(args.max_batch),
+        max_chunk_chars=int(args.max_chunk_chars),
+        max_session_chars=int(args.max_session_chars),
+        max_message_bytes=int(args.max_message_bytes),
+        silence_threshold_db=float(args.silence_threshold_db),
+        continuity_frames=int(args.continuity_frames),
+        drain_grace_s=float(args.drain_grace),
+        quantization=args.quantization,
+        kv_cache_dtype=args.kv_cache_dtype,
+        max_model_len=int(args.max_model_len),
+        gpu_memory_utilization=float(args.gpu_memory_utilization),
+        max_lora_rank=int(args.max_lora_rank),
+        max_cpu_loras=int(args.max_cpu_loras),
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=str(args.log_level).upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    config = config_from_args(args)
+    from .server import serve  # heavy imports (torch) after argument errors are reported
+
+    try:
+        return asyncio.run(serve(config))
+    except (FileNotFoundError, ValueError, OSError) as exc:
+        print(f"orpheus-server: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,51 @@
+"""Node configuration: every `orpheus-server` flag, also readable as ORPHEUS_<FLAG>."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 50051
+    model: str = "tiny-random"
+    model_name: str = ""  # name clients use in SessionStart.model; default derived from --model
+    snac: str = "random"
+    engine: str = "torch"
+    device: str = "cpu"
+    voices_dir: Path | None = None
+    max_loras: int = 8
+    redis_url: str | None = None
+    peers: tuple[str, ...] = ()
+    node_id: str = ""
+    advertise: str = ""
+    role: str = "inference"
+    api_keys_file: Path | None = None
+    metrics_port: int = 0
+    capacity: int = 32  # concurrent sessions admitted
+    max_batch: int = 64
+    max_chunk_chars: int = 300
+    max_session_chars: int = 200_000
+    max_message_bytes: int = 64 * 1024
+    silence_threshold_db: float = -40.0
+    continuity_frames: int = 0
+    drain_grace_s: float = 30.0
+    # vLLM engine (GPU only)
+    quantization: str = "fp8"
+    kv_cache_dtype: str = "auto"
+    max_model_len: int = 8192
+    gpu_memory_utilization: float = 0.9
+    max_lora_rank: int = 64
+    max_cpu_loras: int = 64
+
+    @property
+    def served_model_name(self) -> str:
+        if self.model_name:
+            return self.model_name
+        return self.model if self.model == "tiny-random" else Path(self.model).name
+
+    @property
+    def address(self) -> str:
+        return self.advertise or f"{self.host}:{self.port}"

@@ -1,0 +1,47 @@
+"""Prometheus series of one node, on its own registry (several nodes can share a process)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+_MS_BUCKETS = (25, 50, 100, 200, 300, 500, 750, 1000, 1500, 2000, 3000, 5000, 10000)
+
+
+class NodeMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.live_sessions = Gauge(
+            "orpheus_live_sessions", "Sessions open on this node", registry=r
+        )
+        self.engine_live_requests = Gauge(
+            "orpheus_engine_live_requests", "Generation requests queued or running", registry=r
+        )
+        self.engine_queue_depth = Gauge(
+            "orpheus_engine_queue_depth", "Requests waiting for prefill", registry=r
+        )
+        self.ttfa_ms = Histogram(
+            "orpheus_ttfa_ms", "Segment time to first audio (ms)", buckets=_MS_BUCKETS, registry=r
+        )
+        self.head_silence_trimmed_ms = Histogram(
+            "orpheus_head_silence_trimmed_ms",
+            "Leading silence trimmed per segment (ms)",
+            buckets=_MS_BUCKETS,
+            registry=r,
+        )
+        self.tokens = Counter("orpheus_tokens_generated", "Audio tokens generated", registry=r)
+        self.audio_seconds = Counter("orpheus_audio_seconds", "Audio seconds sent", registry=r)
+        self.segments = Counter("orpheus_segments", "Segments completed", registry=r)
+        self.sessions = Counter(
+            "orpheus_sessions", "Sessions ended, by status code", ["code"], registry=r
+        )
+        self.lora_cache = Counter(
+            "orpheus_lora_cache", "LoRA adapter cache lookups", ["result"], registry=r
+        )
+        self.proxy_hops = Counter(
+            "orpheus_proxy_hops", "Sessions forwarded to their owner node", registry=r
+        )
+
+    def serve(self, port: int, host: str = "0.0.0.0") -> None:
+        """Expose /metrics over HTTP on `port`."""
+        start_http_server(port, addr=host, registry=self.registry)

@@ -1,0 +1,158 @@
+"""Assemble a node (engine, codec, voices, service) and run it until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from .codec.decode_batcher import SnacDecodeBatcher
+from .codec.snac_decoder import SnacDecoder
+from .codec.snac_model import load_snac
+from .config import ServerConfig
+from .engine.base import Engine, SamplingConfig
+from .engine.model_loading import NOISE_WARNING, TINY_RANDOM, load_causal_lm, load_tokenizer
+from .metrics import NodeMetrics
+from .proto import tts_pb2, tts_pb2_grpc
+from .service.tts_service import NodeIdentity, TTSService
+from .session.factory import SessionFactory
+from .session.synthesis import SessionOptions
+from .voices.registry import VoiceRegistry
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = tts_pb2.DESCRIPTOR.services_by_name["TTS"].full_name
+
+
+def build_engine(config: ServerConfig, registry: VoiceRegistry) -> tuple[Engine, object]:
+    """The configured engine and its tokenizer."""
+    if config.engine == "vllm":
+        from .engine.vllm_engine import build_vllm_engine  # CUDA-only extra, imported lazily
+
+        return build_vllm_engine(config, registry)
+    from .engine.lora_cache import LoraAdapterCache
+    from .engine.torch_engine import TorchEngine
+
+    model = load_causal_lm(config.model, device=config.device)
+    lora = LoraAdapterCache(
+        model, config.max_loras, locate=lambda name: registry.resolve(name).adapter_path
+    )
+    engine = TorchEngine(model, max_batch=config.max_batch, lora=lora)
+    return engine, load_tokenizer(config.model)
+
+
+class InferenceNode:
+    """One running node: its gRPC server and the parts behind it."""
+
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        self.metrics = NodeMetrics()
+        self.health = health.aio.HealthServicer()
+        self.server: grpc.aio.Server | None = None
+        self.service: TTSService | None = None
+        self._closers: list = []
+
+    async def start(self) -> None:
+        cfg = self.config
+        _warn_random_weights(cfg)
+        registry = VoiceRegistry(cfg.voices_dir, cfg.served_model_name)
+        engine, tokenizer = build_engine(cfg, registry)
+        decoder = SnacDecodeBatcher(SnacDecoder(load_snac(cfg.snac, device=cfg.device)))
+        await engine.start()
+        decoder.start()
+        await registry.start()
+        self._closers = [registry.close, decoder.close, engine.close]
+        factory = SessionFactory(
+            engine=engine,
+            tokenizer=tokenizer,
+            decoder=decoder,
+            voices=registry,
+            default_sampling=SamplingConfig(),
+            options=SessionOptions(
+                max_chunk_chars=cfg.max_chunk_chars,
+                silence_threshold_dbfs=cfg.silence_threshold_db,
+                continuity_frames=cfg.continuity_frames,
+                max_session_chars=cfg.max_session_chars,
+            ),
+        )
+        identity = NodeIdentity(cfg.node_id or cfg.address, cfg.served_model_name, cfg.capacity)
+        self.service = TTSService(factory, identity, metrics=self.metrics)
+        self._watch_engine(engine)
+        self.server = self._grpc_server()
+        await self.server.start()
+        await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
+        await self.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
+        if cfg.metrics_port:
+            self.metrics.serve(cfg.metrics_port, host=cfg.host)
+        log.info("node %s serving %s on %s", identity.node_id, identity.model_name, cfg.address)
+
+    def _grpc_server(self) -> grpc.aio.Server:
+        cfg = self.config
+        server = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", cfg.max_message_bytes),
+                ("grpc.so_reuseport", 0),
+            ]
+        )
+        tts_pb2_grpc.add_TTSServicer_to_server(self.service, server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        )
+        bound = server.add_insecure_port(f"{cfg.host}:{cfg.port}")
+        if bound == 0:
+            raise OSError(f"cannot bind {cfg.host}:{cfg.port}")
+        return server
+
+    def _watch_engine(self, engine: Engine) -> None:
+        self.metrics.engine_live_requests.set_function(lambda: len(engine.live_request_ids()))
+        self.metrics.engine_queue_depth.set_function(lambda: engine.stats().queued_requests)
+
+    async def drain(self, grace_s: float) -> int:
+        """Refuse new sessions, let live ones finish (up to `grace_s`); return how many were cut."""
+        assert self.service is not None
+        self.service.draining = True
+        await self.health.enter_graceful_shutdown()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.service.idle.wait(), grace_s)
+        return len(self.service.live)
+
+    async def stop(self, grace_s: float = 1.0) -> None:
+        if self.server is not None:
+            await self.server.stop(grace_s)
+        for close in self._closers:
+            await close()
+
+
+def _warn_random_weights(cfg: ServerConfig) -> None:
+    for flag, value, random in (
+        ("--model", cfg.model, TINY_RANDOM),
+        ("--snac", cfg.snac, "random"),
+    ):
+        if value == random:
+            log.warning(NOISE_WARNING.format(what=f"{flag} {random}"))
+
+
+async def serve(config: ServerConfig) -> int:
+    """Run a node until SIGTERM/SIGINT, then drain; exit code 0 when no session was cut."""
+    node = InferenceNode(config)
+    await node.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    print(f"orpheus-server listening on {config.host}:{config.port}", flush=True)
+    await stop.wait()
+    log.info(
+        "draining: %d live sessions, grace %.0fs", len(node.service.live), config.drain_grace_s
+    )
+    cut = await node.drain(config.drain_grace_s)
+    await node.stop()
+    if cut:
+        log.warning("drain grace expired with %d live sessions", cut)
+    return 0

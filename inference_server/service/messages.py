@@ -1,0 +1,89 @@
+"""Translation between orpheus.v1 messages and session/engine types (validation included)."""
+
+from __future__ import annotations
+
+import re
+
+import grpc
+
+from ..engine.base import SamplingConfig
+from ..orpheus import tokens as T
+from ..proto import tts_pb2 as pb
+from ..session.events import AudioOut, ProgressOut, SegmentOut, SessionEvent
+from .errors import RpcError
+
+_SESSION_ID = re.compile(r"[A-Za-z0-9._:@/-]{1,128}")
+
+
+def sampling_from_proto(options: pb.SamplingOptions, defaults: SamplingConfig) -> SamplingConfig:
+    """Zero fields mean "server default"; out-of-range values are INVALID_ARGUMENT."""
+    try:
+        return SamplingConfig(
+            temperature=options.temperature or defaults.temperature,
+            top_p=options.top_p or defaults.top_p,
+            repetition_penalty=options.repetition_penalty or defaults.repetition_penalty,
+            max_tokens=min(options.max_tokens or defaults.max_tokens, defaults.max_tokens),
+            seed=options.seed if options.HasField("seed") else defaults.seed,
+        )
+    except ValueError as exc:
+        raise RpcError(grpc.StatusCode.INVALID_ARGUMENT, f"sampling: {exc}") from exc
+
+
+def check_audio_format(fmt: pb.AudioFormat) -> None:
+    if fmt.encoding not in (pb.AUDIO_ENCODING_UNSPECIFIED, pb.AUDIO_ENCODING_PCM16LE):
+        raise RpcError(grpc.StatusCode.INVALID_ARGUMENT, "audio_format: only PCM16LE is supported")
+    if fmt.sample_rate not in (0, T.SAMPLE_RATE):
+        raise RpcError(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"audio_format.sample_rate={fmt.sample_rate}: only {T.SAMPLE_RATE} Hz is supported",
+        )
+    if fmt.num_channels not in (0, 1):
+        raise RpcError(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"audio_format.num_channels={fmt.num_channels}: only mono is supported",
+        )
+
+
+def check_session_id(session_id: str) -> None:
+    if not _SESSION_ID.fullmatch(session_id):
+        raise RpcError(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "session_id must be 1-128 chars of letters, digits and . _ : @ / -",
+        )
+
+
+class ResponseEncoder:
+    """Session events -> SynthesizeResponse messages with a session-wide sequence number."""
+
+    def __init__(self, first_sequence: int = 0) -> None:
+        self.sequence = first_sequence
+
+    def encode(self, event: SessionEvent) -> pb.SynthesizeResponse:
+        if isinstance(event, AudioOut):
+            chunk = pb.AudioChunk(
+                pcm=event.pcm,
+                segment_id=event.segment_id,
+                sequence=self.sequence,
+                sample_rate=T.SAMPLE_RATE,
+            )
+            self.sequence += 1
+            return pb.SynthesizeResponse(audio=chunk)
+        if isinstance(event, ProgressOut):
+            return pb.SynthesizeResponse(
+                progress=pb.TextProgress(segment_id=event.segment_id, chars_done=event.chars_done)
+            )
+        if isinstance(event, SegmentOut):
+            m = event.metrics
+            metrics = pb.SegmentMetrics(
+                ttfa_ms=m.ttfa_ms,
+                tokens_generated=m.tokens_generated,
+                audio_ms=m.audio_ms,
+                head_silence_trimmed_ms=m.head_silence_trimmed_ms,
+                generation_rtf=m.generation_rtf,
+                invalid_tokens_dropped=m.invalid_tokens_dropped,
+                text_chunks=m.text_chunks,
+            )
+            return pb.SynthesizeResponse(
+                segment_done=pb.SegmentDone(segment_id=event.segment_id, metrics=metrics)
+            )
+        raise TypeError(f"unknown session event {event!r}")

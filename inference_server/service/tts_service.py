@@ -1,0 +1,223 @@
+"""orpheus.v1.TTS: one Synthesize call = one session on this node."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import grpc
+
+from ..metrics import NodeMetrics
+from ..proto import tts_pb2 as pb
+from ..proto import tts_pb2_grpc as pb_grpc
+from ..session.events import SegmentOut, SessionEvent
+from ..session.factory import SessionFactory
+from ..session.synthesis import SynthesisSession
+from .errors import RpcError, to_rpc_error
+from .messages import (
+    ResponseEncoder,
+    check_audio_format,
+    check_session_id,
+    sampling_from_proto,
+)
+
+log = logging.getLogger(__name__)
+
+_DONE = object()  # end of the session's events
+_OUTPUT_QUEUE = 32  # events buffered ahead of a slow reader before generation waits
+
+
+@dataclass(slots=True)
+class NodeIdentity:
+    node_id: str
+    model_name: str
+    capacity: int  # concurrent sessions this node admits
+
+
+class TTSService(pb_grpc.TTSServicer):
+    def __init__(
+        self, sessions: SessionFactory, identity: NodeIdentity, metrics: NodeMetrics | None = None
+    ) -> None:
+        self._sessions = sessions
+        self._identity = identity
+        self._metrics = metrics or NodeMetrics()
+        self.live: dict[str, SynthesisSession] = {}
+        self.idle = asyncio.Event()  # set while no session is live (drain waits on it)
+        self.idle.set()
+        self.draining = False
+
+    async def Synthesize(
+        self,
+        request_iterator: AsyncIterator[pb.SynthesizeRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[pb.SynthesizeResponse]:
+        requests = aiter(request_iterator)
+        try:
+            start = await self._read_start(requests)
+            session = self._open(start)
+        except Exception as exc:
+            err = to_rpc_error(exc)
+            self._metrics.sessions.labels(err.code.name).inc()
+            await context.abort(err.code, err.details)
+        self.live[session.session_id] = session
+        self.idle.clear()
+        self._metrics.live_sessions.set(len(self.live))
+        code = grpc.StatusCode.CANCELLED
+        log.info("session %s started voice=%s", session.session_id, session.voice.name)
+        try:
+            yield pb.SynthesizeResponse(
+                started=pb.SessionStarted(
+                    session_id=session.session_id,
+                    node_id=self._identity.node_id,
+                    voice=session.voice.name,
+                    sample_rate=24000,
+                    num_channels=1,
+                )
+            )
+            encoder = ResponseEncoder(start.resume.next_sequence)
+            async for event in _run_session(session, requests):
+                self._observe(event)
+                yield encoder.encode(event)
+            code = grpc.StatusCode.OK
+        except (RpcError, ValueError) as exc:
+            err = to_rpc_error(exc)
+            code = err.code
+            log.info("session %s ended: %s %s", session.session_id, err.code.name, err.details)
+            await context.abort(err.code, err.details)
+        except Exception as exc:
+            if isinstance(exc, asyncio.CancelledError | grpc.aio.AbortError):
+                raise
+            log.exception("session %s failed", session.session_id)
+            err = to_rpc_error(exc)
+            code = err.code
+            await context.abort(err.code, err.details)
+        finally:
+            self.live.pop(session.session_id, None)
+            if not self.live:
+                self.idle.set()
+            self._metrics.live_sessions.set(len(self.live))
+            self._metrics.sessions.labels(code.name).inc()
+            log.info("session %s closed: %s", session.session_id, code.name)
+
+    def _observe(self, event: SessionEvent) -> None:
+        if isinstance(event, SegmentOut):
+            m = event.metrics
+            self._metrics.segments.inc()
+            self._metrics.ttfa_ms.observe(m.ttfa_ms)
+            self._metrics.head_silence_trimmed_ms.observe(m.head_silence_trimmed_ms)
+            self._metrics.tokens.inc(m.tokens_generated)
+            self._metrics.audio_seconds.inc(m.audio_ms / 1000.0)
+
+    async def ListVoices(
+        self, request: pb.ListVoicesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListVoicesResponse:
+        model = self._identity.model_name
+        if request.model and request.model != model:
+            return pb.ListVoicesResponse()
+        loaded = self._sessions.loaded_adapters()
+        voices = [
+            pb.Voice(
+                name=spec.name,
+                model=model,
+                kind=pb.Voice.KIND_LORA if spec.kind == "lora" else pb.Voice.KIND_BASE,
+                loaded=spec.kind == "base" or spec.name in loaded,
+            )
+            for spec in self._sessions.voices.voices()
+        ]
+        return pb.ListVoicesResponse(voices=voices)
+
+    async def _read_start(self, requests: AsyncIterator[pb.SynthesizeRequest]) -> pb.SessionStart:
+        first = await anext(requests, None)
+        if first is None:
+            raise RpcError(grpc.StatusCode.INVALID_ARGUMENT, "stream closed before SessionStart")
+        if first.WhichOneof("kind") != "start":
+            raise RpcError(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"first message must be SessionStart, got {first.WhichOneof('kind') or 'empty'}",
+            )
+        return first.start
+
+    def _open(self, start: pb.SessionStart) -> SynthesisSession:
+        if self.draining:
+            raise RpcError(grpc.StatusCode.UNAVAILABLE, "node is draining; retry on another node")
+        if len(self.live) >= self._identity.capacity:
+            raise RpcError(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"node at capacity ({self._identity.capacity} concurrent sessions)",
+            )
+        if start.model and start.model != self._identity.model_name:
+            raise RpcError(
+                grpc.StatusCode.NOT_FOUND,
+                f"model {start.model!r} is not served here; this node serves "
+                f"{self._identity.model_name!r}",
+            )
+        session_id = start.session_id or uuid.uuid4().hex
+        check_session_id(session_id)
+        if session_id in self.live:
+            raise RpcError(grpc.StatusCode.ALREADY_EXISTS, f"session {session_id!r} is live")
+        check_audio_format(start.audio_format)
+        sampling = sampling_from_proto(start.sampling, self._sessions.default_sampling)
+        session = self._sessions.create(
+            session_id,
+            start.voice or "tara",
+            sampling,
+            trim_head_silence=start.trim_head_silence
+            if start.HasField("trim_head_silence")
+            else True,
+        )
+        if start.HasField("resume") and start.resume.segment_id:
+            session.resume(start.resume.segment_id, start.resume.chars_done)
+        return session
+
+
+def _apply(session: SynthesisSession, request: pb.SynthesizeRequest) -> None:
+    kind = request.WhichOneof("kind")
+    if kind == "text":
+        session.add_text(request.text.text, request.text.segment_id)
+    elif kind == "flush":
+        session.flush(request.flush.segment_id)
+    elif kind == "end_input":
+        session.end_input()
+    elif kind == "start":
+        raise RpcError(grpc.StatusCode.FAILED_PRECONDITION, "SessionStart sent twice")
+    else:
+        raise RpcError(grpc.StatusCode.INVALID_ARGUMENT, "empty SynthesizeRequest")
+
+
+async def _run_session(
+    session: SynthesisSession, requests: AsyncIterator[pb.SynthesizeRequest]
+) -> AsyncIterator[object]:
+    """Feed client messages into the session while yielding its events, in one merge."""
+    queue: asyncio.Queue[object] = asyncio.Queue(maxsize=_OUTPUT_QUEUE)
+
+    async def read() -> None:
+        try:
+            async for request in requests:
+                _apply(session, request)
+            session.end_input()  # half-close without EndInput still means "no more text"
+        except Exception as exc:
+            await queue.put(exc)
+
+    async def pump() -> None:
+        try:
+            async for event in session.events():
+                await queue.put(event)
+            await queue.put(_DONE)
+        except Exception as exc:
+            await queue.put(exc)
+
+    tasks = [asyncio.create_task(read()), asyncio.create_task(pump())]
+    try:
+        while (item := await queue.get()) is not _DONE:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        for task in tasks:
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.gather(*tasks, return_exceptions=True)

@@ -1,0 +1,41 @@
+"""What a session emits, independent of the wire format."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(slots=True)
+class SegmentMetrics:
+    ttfa_ms: float = 0.0  # first chunk of text ready -> first audio out
+    tokens_generated: int = 0
+    audio_ms: float = 0.0
+    head_silence_trimmed_ms: float = 0.0
+    generation_s: float = 0.0
+    invalid_tokens_dropped: int = 0
+    text_chunks: int = 0
+
+    @property
+    def generation_rtf(self) -> float:
+        return self.generation_s * 1000.0 / self.audio_ms if self.audio_ms else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class AudioOut:
+    segment_id: str
+    pcm: bytes  # PCM16LE mono 24 kHz
+
+
+@dataclass(frozen=True, slots=True)
+class ProgressOut:
+    segment_id: str
+    chars_done: int
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentOut:
+    segment_id: str
+    metrics: SegmentMetrics
+
+
+SessionEvent = AudioOut | ProgressOut | SegmentOut

@@ -1,0 +1,219 @@
+"""One synthesis session: segments of streamed text in, PCM out, in order.
+
+Input arrives through `add_text` / `flush` / `end_input` while `events()` speaks:
+each segment's ready sentence groups are generated one after the other on the
+engine, decoded while they generate, head silence trimmed, and emitted as audio.
+Closing `events()` (client cancel or disconnect) aborts the live engine request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections import deque
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..audio.head_silence import HeadSilenceTrimmer
+from ..audio.pcm import float_to_pcm16
+from ..codec.decode_batcher import SnacDecodeBatcher
+from ..codec.stream_decoder import SnacStreamDecoder
+from ..engine.base import Engine, GenerationRequest, SamplingConfig, token_budget
+from ..orpheus import tokens as T
+from ..orpheus.codes import FrameAssembler, frames_to_token_ids
+from ..orpheus.prompt import ContinuityContext, TextTokenizer, build_prompt
+from .events import AudioOut, ProgressOut, SegmentMetrics, SegmentOut, SessionEvent
+from .segment_text import SegmentText
+
+
+class SessionInputError(ValueError):
+    """The client broke the session protocol (bad segment ids, text after end...)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SessionOptions:
+    max_chunk_chars: int = 300
+    trim_head_silence: bool = True
+    silence_threshold_dbfs: float = -40.0
+    continuity_frames: int = 0  # previous chunk's last frames replayed as prompt context
+    tokens_per_char: float = 9.0
+    max_session_chars: int = 200_000
+
+
+@dataclass(frozen=True, slots=True)
+class Voice:
+    name: str
+    adapter: str | None = None  # LoRA voice name; None = base voice
+
+
+class SynthesisSession:
+    def __init__(
+        self,
+        session_id: str,
+        voice: Voice,
+        *,
+        engine: Engine,
+        tokenizer: TextTokenizer,
+        decoder: SnacDecodeBatcher,
+        sampling: SamplingConfig,
+        options: SessionOptions = SessionOptions(),
+    ) -> None:
+        self.session_id = session_id
+        self.voice = voice
+        self._engine = engine
+        self._tokenizer = tokenizer
+        self._decoder = decoder
+        self._sampling = sampling
+        self._options = options
+        self._segments: deque[SegmentText] = deque()
+        self._open: SegmentText | None = None
+        self._segment_numbers = itertools.count()
+        self._request_numbers = itertools.count()
+        self._ended = False
+        self._chars = 0
+        self._changed = asyncio.Event()
+
+    # ---- input ----------------------------------------------------------------------
+
+    def add_text(self, text: str, segment_id: str = "") -> None:
+        self._check_open_input()
+        self._chars += len(text)
+        if self._chars > self._options.max_session_chars:
+            raise SessionInputError(
+                f"session text exceeds max_session_chars={self._options.max_session_chars}"
+            )
+        self._segment_for(segment_id).append(text)
+        self._changed.set()
+
+    def flush(self, segment_id: str = "") -> None:
+        self._check_open_input()
+        self._segment_for(segment_id).close()
+        self._open = None
+        self._changed.set()
+
+    def end_input(self) -> None:
+        if self._open is not None and self._open.text.strip():
+            self._open.close()
+        elif self._open is not None:
+            self._segments.remove(self._open)  # an empty trailing segment was never flushed
+        self._open = None
+        self._ended = True
+        self._changed.set()
+
+    def resume(self, segment_id: str, chars_done: int) -> None:
+        """Failover: the client resends segment `segment_id` from char `chars_done` on."""
+        if self._segments:
+            raise SessionInputError("resume must come before any text")
+        self._open = SegmentText(
+            segment_id, max_chars=self._options.max_chunk_chars, offset=chars_done
+        )
+        self._segments.append(self._open)
+
+    def _check_open_input(self) -> None:
+        if self._ended:
+            raise SessionInputError("input already ended (EndInput was sent)")
+
+    def _segment_for(self, segment_id: str) -> SegmentText:
+        if self._open is None:
+            seg_id = segment_id or f"seg-{next(self._segment_numbers)}"
+            self._open = SegmentText(seg_id, max_chars=self._options.max_chunk_chars)
+            self._segments.append(self._open)
+        elif segment_id and segment_id != self._open.segment_id:
+            raise SessionInputError(
+                f"segment {self._open.segment_id!r} is still open; "
+                f"flush it before sending text for {segment_id!r}"
+            )
+        return self._open
+
+    # ---- output ---------------------------------------------------------------------
+
+    async def events(self) -> AsyncIterator[SessionEvent]:
+        """Speak every segment in order; ends after `end_input` once all are spoken."""
+        while (segment := await self._next_segment()) is not None:
+            async for event in self._speak_segment(segment):
+                yield event
+            self._segments.popleft()
+
+    async def _next_segment(self) -> SegmentText | None:
+        while not self._segments:
+            if self._ended:
+                return None
+            await self._wait_for_input()
+        return self._segments[0]
+
+    async def _wait_for_input(self) -> None:
+        self._changed.clear()
+        await self._changed.wait()
+
+    async def _speak_segment(self, segment: SegmentText) -> AsyncIterator[SessionEvent]:
+        metrics = SegmentMetrics()
+        trimmer = HeadSilenceTrimmer(threshold_dbfs=self._options.silence_threshold_dbfs)
+        context: ContinuityContext | None = None
+        ready_at: float | None = None
+        while not segment.exhausted:
+            span = segment.next_chunk()
+            if span is None:
+                await self._wait_for_input()
+                continue
+            ready_at = ready_at or time.perf_counter()
+            metrics.text_chunks += 1
+            chunk = _ChunkRun(span.text)
+            async for samples in self._speak_chunk(chunk, context):
+                if self._options.trim_head_silence:
+                    samples = trimmer.push(samples)
+                if len(samples):
+                    if not metrics.audio_ms:
+                        metrics.ttfa_ms = 1000.0 * (time.perf_counter() - ready_at)
+                    metrics.audio_ms += 1000.0 * len(samples) / T.SAMPLE_RATE
+                    yield AudioOut(segment.segment_id, float_to_pcm16(samples))
+            metrics.tokens_generated += chunk.tokens
+            metrics.invalid_tokens_dropped += chunk.assembler.tokens_dropped
+            metrics.generation_s += chunk.generation_s
+            context = self._context(span.text, chunk)
+            yield ProgressOut(segment.segment_id, span.end)
+        metrics.head_silence_trimmed_ms = trimmer.trimmed_ms
+        yield SegmentOut(segment.segment_id, metrics)
+
+    async def _speak_chunk(
+        self, chunk: _ChunkRun, context: ContinuityContext | None
+    ) -> AsyncIterator[np.ndarray]:
+        request = GenerationRequest(
+            request_id=f"{self.session_id}/{next(self._request_numbers)}",
+            prompt_ids=build_prompt(self._tokenizer, self.voice.name, chunk.text, context),
+            sampling=self._sampling,
+            max_new_tokens=token_budget(chunk.text, self._sampling, self._options.tokens_per_char),
+            adapter=self.voice.adapter,
+            session_id=self.session_id,
+        )
+        decoder = SnacStreamDecoder()
+        started = time.perf_counter()
+        async for token_ids in self._engine.generate(request):
+            chunk.tokens += len(token_ids)
+            frames = chunk.assembler.push(token_ids)
+            chunk.frames.extend(frames)
+            for window in decoder.push(frames) if frames else ():
+                yield await self._decoder.decode(window)
+        chunk.generation_s = time.perf_counter() - started
+        chunk.assembler.finish()
+        for window in decoder.finish():
+            yield await self._decoder.decode(window)
+
+    def _context(self, text: str, chunk: _ChunkRun) -> ContinuityContext | None:
+        keep = self._options.continuity_frames
+        if not keep or not chunk.frames:
+            return None
+        return ContinuityContext(text, frames_to_token_ids(np.stack(chunk.frames[-keep:])))
+
+
+class _ChunkRun:
+    """Bookkeeping of one generation chunk."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.tokens = 0
+        self.generation_s = 0.0
+        self.assembler = FrameAssembler()
+        self.frames: list[np.ndarray] = []
