@@ -1,0 +1,1 @@
+"""`orpheus-finetune`: clips + transcripts -> a LoRA voice in the voices directory."""
