@@ -111,7 +111,8 @@ class SnacStreamDecoder:
         pending = ready - self._emitted
         if pending <= 0:
             return []
-        if self._emitted == 0 or self.lead_ms() < self.min_lead_ms:
+        holding = self._emitted > 0 and 0 < self.min_lead_ms <= self.lead_ms()
+        if not holding:
             return self._emit_until(ready)
         full = pending - pending % self.max_emit_frames
         return self._emit_until(self._emitted + full)

@@ -1,0 +1,1 @@
+"""Audio post-processing for the wire: PCM16 conversion, head-of-segment silence trimming."""

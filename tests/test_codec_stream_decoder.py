@@ -1,0 +1,131 @@
+"""SnacStreamDecoder bookkeeping: window shapes, keep ranges, emission timing (no model)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from inference_server.codec.stream_decoder import DecodeWindow, SnacStreamDecoder
+
+SPF = 2048
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def frames(n: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 4096, (n, 7), dtype=np.int64)
+
+
+def covered_frames(windows: list[DecodeWindow]) -> list[int]:
+    out = []
+    for w in windows:
+        assert (w.keep_end - w.keep_start) % SPF == 0
+        out.extend(range(w.first_frame, w.first_frame + w.emitted_frames))
+    return out
+
+
+def test_first_window_comes_with_first_frame_plus_right_context() -> None:
+    dec = SnacStreamDecoder(left_context=3, right_context=2, clock=FakeClock())
+    seq = frames(3)
+    assert dec.push(seq[0]) == []
+    assert dec.push(seq[1]) == []
+    (window,) = dec.push(seq[2])
+    assert window.first_frame == 0 and window.emitted_frames == 1
+    assert window.keep_start == 0 and window.keep_end == SPF  # frame 0 needs no left context
+    np.testing.assert_array_equal(window.frames, seq)
+
+
+def test_window_carries_left_and_right_context() -> None:
+    dec = SnacStreamDecoder(left_context=3, right_context=2, min_lead_ms=0, clock=FakeClock())
+    seq = frames(10)
+    windows = [w for f in seq for w in dec.push(f)]
+    last = windows[-1]  # frame 7 emitted once frame 9 arrived
+    assert last.first_frame == 7 and last.emitted_frames == 1
+    np.testing.assert_array_equal(last.frames, seq[4:10])
+    assert (last.keep_start, last.keep_end) == (3 * SPF, 4 * SPF)
+
+
+def test_pending_frames_go_out_in_one_window() -> None:
+    dec = SnacStreamDecoder(left_context=3, right_context=2, min_lead_ms=0, clock=FakeClock())
+    seq = frames(12)
+    dec.push(seq[:3])
+    (window,) = dec.push(seq[3:12])  # a burst: 9 new frames, frames 1..9 are ready
+    assert (window.first_frame, window.emitted_frames, window.num_frames) == (1, 9, 12)
+    (tail,) = dec.finish()
+    assert (tail.first_frame, tail.emitted_frames) == (10, 2)
+    assert tail.keep_end == tail.num_frames * SPF  # no right context at the end
+
+
+def test_frames_are_held_while_the_listener_has_audio_buffered() -> None:
+    clock = FakeClock()
+    dec = SnacStreamDecoder(right_context=2, max_emit_frames=4, min_lead_ms=50.0, clock=clock)
+    seq = frames(20)
+    assert len(dec.push(seq[:3])) == 1  # frame 0 at once; the listener now has 85 ms
+    assert dec.push(seq[3:6]) == []  # frames 1..3 ready, held: lead 85 ms >= 50 ms
+    (full,) = dec.push(seq[6])  # a full window of max_emit_frames goes out regardless
+    assert (full.first_frame, full.emitted_frames) == (1, 4)
+    clock.now = 0.4  # lead = 5 * 85.3 - 400 = 27 ms < 50 ms: emit whatever is ready
+    (due,) = dec.push(seq[7])
+    assert (due.first_frame, due.emitted_frames) == (5, 1)
+    dec.push(seq[8])
+    clock.now = 1.0
+    (polled,) = dec.poll()  # frames stalled: a timer poll releases the held frame
+    assert (polled.first_frame, polled.emitted_frames) == (6, 1)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    n=st.integers(0, 40),
+    bursts=st.lists(st.integers(1, 6), min_size=1, max_size=40),
+    left=st.integers(0, 4),
+    right=st.integers(0, 4),
+    max_emit=st.integers(1, 20),
+    lead=st.sampled_from([0.0, 300.0, 1e9]),
+)
+def test_every_frame_is_emitted_exactly_once_in_order(
+    n: int, bursts: list[int], left: int, right: int, max_emit: int, lead: float
+) -> None:
+    dec = SnacStreamDecoder(
+        left_context=left,
+        right_context=right,
+        max_emit_frames=max_emit,
+        min_lead_ms=lead,
+        clock=FakeClock(),
+    )
+    seq, windows, i = frames(n), [], 0
+    for size in bursts * (n + 1):
+        if i >= n:
+            break
+        windows += dec.push(seq[i : i + size])
+        i += size
+    windows += dec.finish()
+    assert covered_frames(windows) == list(range(n))
+    assert sum(w.keep_end - w.keep_start for w in windows) == SPF * n
+    for w in windows:
+        assert w.emitted_frames <= max_emit
+        assert w.keep_start == min(w.first_frame, left) * SPF
+        lo = w.first_frame - w.keep_start // SPF
+        np.testing.assert_array_equal(w.frames, seq[lo : lo + w.num_frames])
+
+
+def test_bad_input_is_rejected_clearly() -> None:
+    with pytest.raises(ValueError, match="context"):
+        SnacStreamDecoder(left_context=-1)
+    with pytest.raises(ValueError, match="max_emit_frames"):
+        SnacStreamDecoder(max_emit_frames=0)
+    dec = SnacStreamDecoder()
+    with pytest.raises(ValueError, match="shape"):
+        dec.push(np.zeros(6, dtype=np.int64))
+    with pytest.raises(ValueError, match=r"\[0, 4096\)"):
+        dec.push(np.full(7, 4096))
+    dec.finish()
+    with pytest.raises(RuntimeError, match="finish"):
+        dec.push(np.zeros(7, dtype=np.int64))
