@@ -72,7 +72,7 @@ class HeadSilenceTrimmer:
             return np.empty(0, dtype=np.float32)
         cut = max(0, onset - self._pre_roll)
         self._trimmed += cut
-        if cut:
+        if self._trimmed:  # something was cut away: fade in so the new start never clicks
             self._fade_pos = 0
         rest, self._held, self._passing = self._held[cut:], self._held[:0], True
         return self._apply_fade(rest)
