@@ -19,8 +19,8 @@ class _SentSegment:
 class ResumeLedger:
     """Segments in the order sent; the server answers them in the same order.
 
-    Progress marks are applied to the oldest unfinished segment, whatever id the
-    server put on them, because a segment's text streams before its Flush names it.
+    Progress marks are applied to the oldest unfinished segment: the server speaks
+    segments strictly in order, so the order is all the ledger needs.
     """
 
     def __init__(self) -> None:
@@ -82,7 +82,8 @@ class ResumeLedger:
             text = segment.text[segment.chars_done :] if first else segment.text
             first = False
             if text:
-                requests.append(pb.SynthesizeRequest(text=pb.TextChunk(text=text)))
+                chunk = pb.TextChunk(text=text, segment_id=segment.segment_id)
+                requests.append(pb.SynthesizeRequest(text=chunk))
             if segment.flushed:
                 requests.append(pb.SynthesizeRequest(flush=pb.Flush(segment_id=segment.segment_id)))
         if self.input_ended:

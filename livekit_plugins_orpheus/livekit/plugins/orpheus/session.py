@@ -61,7 +61,8 @@ class SynthesisSession:
         return self.started
 
     def send_text(self, text: str, segment_id: str) -> None:
-        self._outbox.put_nowait((pb.SynthesizeRequest(text=pb.TextChunk(text=text)), segment_id))
+        request = pb.SynthesizeRequest(text=pb.TextChunk(text=text, segment_id=segment_id))
+        self._outbox.put_nowait((request, segment_id))
 
     def send_flush(self, segment_id: str) -> None:
         request = pb.SynthesizeRequest(flush=pb.Flush(segment_id=segment_id))

@@ -303,7 +303,7 @@ class ChunkedStream(tts.ChunkedStream):
                 elif kind == "segment_done":
                     meta = self._tts._note_segment_done(session, "", response.segment_done)
                     self._set_token_usage(output_tokens=meta.tokens_generated)
-            output_emitter.flush()
+            # no flush(): the base ends the segment and marks the real last frame final
         finally:
             await session.aclose()
 
