@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import importlib.util
+import shutil
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -14,8 +14,13 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+import torch
+from safetensors.torch import save_file
 
+from inference_server.cli import build_parser, config_from_args
+from inference_server.config import ServerConfig
 from inference_server.engine.base import GenerationRequest, SamplingConfig
+from inference_server.engine.model_loading import bundled_tokenizer_file
 from inference_server.engine.vllm_engine import (
     AUDIO_AND_STOP_IDS,
     DeltaTokens,
@@ -23,22 +28,30 @@ from inference_server.engine.vllm_engine import (
     VllmApi,
     VllmEngine,
     VllmEngineConfig,
-    add_vllm_arguments,
-    config_from_args,
+    build_vllm_engine,
+    config_from_server,
     engine_args,
     lora_int_id,
     sampling_kwargs,
 )
 from inference_server.orpheus import tokens as T
+from inference_server.voices import VoiceRegistry
 
 STOP = T.END_OF_SPEECH
 A = T.AUDIO_TOKEN_BASE
 
 
-def parse(*flags: str) -> argparse.Namespace:
-    parser = argparse.ArgumentParser()
-    add_vllm_arguments(parser)
-    return parser.parse_args(list(flags))
+def write_adapter(directory: Path) -> None:
+    """A minimal PEFT LoRA adapter directory (the vLLM engine only passes its path on)."""
+    directory.mkdir(parents=True)
+    (directory / "adapter_config.json").write_text('{"peft_type": "LORA", "r": 8}')
+    key = "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight"
+    save_file({key: torch.zeros(8, 64)}, str(directory / "adapter_model.safetensors"))
+
+
+def server_flags(*flags: str) -> ServerConfig:
+    """Flags parsed by the real `orpheus-server` command line."""
+    return config_from_args(build_parser().parse_args(["--engine", "vllm", *flags]))
 
 
 def test_vllm_is_not_installed_and_the_module_imports_without_it() -> None:
@@ -53,14 +66,14 @@ async def test_start_without_vllm_says_how_to_get_it() -> None:
         await engine.start()
 
 
-def test_engine_args_from_cli_flags() -> None:
-    args = parse(
-        "--max-model-len", "2048", "--quantization", "none", "--kv-cache-dtype", "fp8",
-        "--max-loras", "4", "--max-cpu-loras", "32", "--max-lora-rank", "32",
-        "--gpu-memory-utilization", "0.5", "--no-prefix-caching",
+def test_engine_args_from_cli_flags(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ORPHEUS_MAX_CPU_LORAS", "32")  # env vars count as flags too
+    flags = server_flags(
+        "--model", "/models/orpheus", "--voices-dir", "/voices", "--max-model-len", "2048",
+        "--quantization", "none", "--kv-cache-dtype", "fp8", "--max-loras", "4",
+        "--max-lora-rank", "32", "--gpu-memory-utilization", "0.5", "--max-batch", "48",
     )  # fmt: skip
-    kwargs = engine_args(config_from_args(args, "/models/orpheus", Path("/voices")))
-    assert kwargs == {
+    assert engine_args(config_from_server(flags)) == {
         "model": "/models/orpheus",
         "tokenizer": "/models/orpheus",
         "max_model_len": 2048,
@@ -70,19 +83,37 @@ def test_engine_args_from_cli_flags() -> None:
         "max_loras": 4,
         "max_cpu_loras": 32,
         "max_lora_rank": 32,
-        "enable_prefix_caching": False,
+        "enable_prefix_caching": True,
         "gpu_memory_utilization": 0.5,
-        "max_num_seqs": 128,
+        "max_num_seqs": 48,
         "tensor_parallel_size": 1,
         "seed": 0,
     }
 
 
-def test_engine_args_defaults_fp8_prefix_caching_and_no_lora_without_voices() -> None:
-    kwargs = engine_args(config_from_args(parse(), "/m", None))
+def test_engine_args_defaults_fp8_max_model_len_and_no_lora_without_voices() -> None:
+    kwargs = engine_args(config_from_server(server_flags("--model", "/m")))
     assert kwargs["quantization"] == "fp8" and kwargs["enable_prefix_caching"] is True
-    assert kwargs["max_model_len"] == 4096 and kwargs["enable_lora"] is False
+    assert (
+        kwargs["max_model_len"] == ServerConfig().max_model_len and kwargs["enable_lora"] is False
+    )
     assert "max_loras" not in kwargs and "max_lora_rank" not in kwargs
+
+
+def test_build_vllm_engine_refuses_tiny_random_and_maps_unknown_voices(tmp_path: Path) -> None:
+    voices, model = tmp_path / "voices", tmp_path / "orpheus"
+    write_adapter(voices / "nova")
+    model.mkdir()
+    shutil.copy(bundled_tokenizer_file(), model / "tokenizer.json")
+    registry = VoiceRegistry(voices, "orpheus")
+    with pytest.raises(ValueError, match="local checkpoint"):
+        build_vllm_engine(server_flags(), registry)
+    flags = server_flags("--model", str(model), "--voices-dir", str(voices))
+    engine, tokenizer = build_vllm_engine(flags, registry)
+    assert engine.config.enable_lora and engine.config.model == str(model)
+    assert engine.has_adapter("nova") and not engine.has_adapter("ghost")
+    assert not engine.has_adapter("tara")  # base voices need no adapter
+    assert tokenizer.encode("tara: hi")[0] == T.BOS
 
 
 @pytest.mark.parametrize(

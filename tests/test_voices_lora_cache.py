@@ -118,7 +118,10 @@ async def test_prefetch_reads_off_thread_then_resolve_attaches(adapters: dict[st
     assert cache.hits == 1
     cache.resolve(["ava"])
     assert cache.loaded() == {"ava"} and cache.misses == 1
-    cache.invalidate("ava")  # last adapter: back to the bare base model
+    cache.invalidate(["ava"])  # e.g. retrained on disk: detached by the next resolve
+    cache.resolve(["ava"])  # ...unless that batch still needs it
+    assert cache.loaded() == {"ava"}
+    cache.resolve([None])  # last adapter gone: back to the bare base model
     assert not cache.wrapped and cache.loaded() == frozenset()
     ids = prompts()[:1]
     with torch.no_grad():

@@ -13,7 +13,7 @@ import asyncio
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -81,6 +81,7 @@ class LoraAdapterCache:
         self._staged: dict[str, StagedAdapter] = {}
         self._lock = threading.Lock()  # guards _staged (prefetch threads vs step thread)
         self._inflight: dict[str, asyncio.Future[None]] = {}
+        self._stale: set[str] = set()  # changed on disk; detach when no batch needs them
         self.hits = 0
         self.misses = 0
         self.evictions = 0
@@ -147,6 +148,7 @@ class LoraAdapterCache:
         prefetched is read synchronously (a miss that stalls this step).
         """
         needed = list(dict.fromkeys(n for n in names if n is not None))
+        self._drop_stale(keep=set(needed))
         for name in needed:
             if name in self._loaded:
                 self._loaded.move_to_end(name)
@@ -155,12 +157,25 @@ class LoraAdapterCache:
         self._evict(keep=set(needed))
         return [BASE_ADAPTER if n is None else n for n in names]
 
-    def invalidate(self, name: str) -> None:
-        """Forget `name` (e.g. its files changed) so the next use reloads it."""
+    def invalidate(self, names: Iterable[str]) -> None:
+        """Forget `names` (their files changed or vanished) so their next use reloads them.
+
+        Safe from any thread (e.g. as a `VoiceRegistry` listener): loaded adapters are
+        detached by the next `resolve` that does not need them.
+        """
         with self._lock:
-            self._staged.pop(name, None)
-        if name in self._loaded:
-            self._detach(name)
+            for name in names:
+                self._staged.pop(name, None)
+                self._stale.add(name)
+
+    def _drop_stale(self, keep: set[str]) -> None:
+        with self._lock:
+            if not self._stale:
+                return
+            stale, self._stale = self._stale - keep, self._stale & keep
+        for name in stale:
+            if name in self._loaded:
+                self._detach(name)
 
     def _path(self, name: str) -> Path:
         if self._locate is None:

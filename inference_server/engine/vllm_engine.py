@@ -7,14 +7,13 @@ LoRA ids, DELTA outputs) is a plain function here so it is tested without vLLM.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import hashlib
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from ..orpheus import tokens as T
 from .base import Engine, EngineStats, GenerationRequest, SamplingConfig
@@ -63,43 +62,58 @@ class VllmEngineConfig:
             )
 
 
-def add_vllm_arguments(parser: argparse.ArgumentParser) -> None:
-    """The `--engine vllm` flags (the server CLI adds its ORPHEUS_<FLAG> env defaults)."""
-    group = parser.add_argument_group("vllm engine (--engine vllm, CUDA only)")
-    d = VllmEngineConfig(model="")
-    group.add_argument("--max-model-len", type=int, default=d.max_model_len)
-    group.add_argument("--quantization", default=d.quantization, help="fp8 (default) or none")
-    group.add_argument("--kv-cache-dtype", default=d.kv_cache_dtype)
-    group.add_argument("--max-loras", type=int, default=d.max_loras)
-    group.add_argument("--max-cpu-loras", type=int, default=d.max_cpu_loras)
-    group.add_argument("--max-lora-rank", type=int, default=d.max_lora_rank)
-    group.add_argument("--gpu-memory-utilization", type=float, default=d.gpu_memory_utilization)
-    group.add_argument("--max-num-seqs", type=int, default=d.max_num_seqs)
-    group.add_argument("--tensor-parallel-size", type=int, default=d.tensor_parallel_size)
-    group.add_argument(
-        "--no-prefix-caching", dest="enable_prefix_caching", action="store_false", default=True
-    )
+class ServerFlags(Protocol):
+    """The `orpheus-server` settings the vLLM engine reads (duck-typed: no upward import)."""
+
+    model: str
+    voices_dir: Path | None
+    max_loras: int
+    max_cpu_loras: int
+    max_lora_rank: int
+    quantization: str
+    kv_cache_dtype: str
+    max_model_len: int
+    gpu_memory_utilization: float
+    max_batch: int
 
 
-def config_from_args(
-    args: argparse.Namespace, model: str, voices_dir: Path | None
-) -> VllmEngineConfig:
-    """Typed config from parsed CLI flags; LoRA is enabled only with a voices directory."""
-    quantization = None if str(args.quantization).lower() in ("", "none") else args.quantization
+class AdapterDirectory(Protocol):
+    """What the engine needs from the voice registry."""
+
+    def resolve(self, name: str) -> Any: ...  # -> VoiceSpec with .adapter_path
+
+
+def config_from_server(flags: ServerFlags) -> VllmEngineConfig:
+    """Typed vLLM config from the server's flags; LoRA is enabled only with a voices dir."""
+    quantization = None if str(flags.quantization).lower() in ("", "none") else flags.quantization
     return VllmEngineConfig(
-        model=model,
-        max_model_len=args.max_model_len,
+        model=flags.model,
+        max_model_len=flags.max_model_len,
         quantization=quantization,
-        kv_cache_dtype=args.kv_cache_dtype,
-        enable_lora=voices_dir is not None,
-        max_loras=args.max_loras,
-        max_cpu_loras=args.max_cpu_loras,
-        max_lora_rank=args.max_lora_rank,
-        enable_prefix_caching=args.enable_prefix_caching,
-        gpu_memory_utilization=args.gpu_memory_utilization,
-        max_num_seqs=args.max_num_seqs,
-        tensor_parallel_size=args.tensor_parallel_size,
+        kv_cache_dtype=flags.kv_cache_dtype,
+        enable_lora=flags.voices_dir is not None,
+        max_loras=flags.max_loras,
+        max_cpu_loras=max(flags.max_cpu_loras, flags.max_loras),
+        max_lora_rank=flags.max_lora_rank,
+        gpu_memory_utilization=flags.gpu_memory_utilization,
+        max_num_seqs=flags.max_batch,
     )
+
+
+def build_vllm_engine(flags: ServerFlags, voices: AdapterDirectory) -> tuple[VllmEngine, Any]:
+    """The server's `--engine vllm` entry point: the engine and the checkpoint's tokenizer."""
+    from .model_loading import TINY_RANDOM, load_tokenizer
+
+    if flags.model == TINY_RANDOM:
+        raise ValueError("--engine vllm needs a local checkpoint directory, not tiny-random")
+
+    def locate(name: str) -> Path | None:
+        try:
+            return voices.resolve(name).adapter_path
+        except LookupError:
+            return None
+
+    return VllmEngine(config_from_server(flags), locate), load_tokenizer(flags.model)
 
 
 def engine_args(config: VllmEngineConfig) -> dict[str, Any]:
@@ -223,6 +237,7 @@ class VllmEngine(Engine):
         self._api = api
         self._client: Any = None
         self._lora_ids = LoraIds()
+        self._recent_loras: dict[str, None] = {}  # LRU of voices sent to vLLM
         self._live: set[str] = set()
         self._aborts: set[asyncio.Task[None]] = set()
         self._stats = EngineStats()
@@ -302,4 +317,9 @@ class VllmEngine(Engine):
         if path is None:
             raise ValueError(f"voice {adapter!r} is not a LoRA voice this engine can load")
         assert self._api is not None
-        return self._api.lora_request(adapter, self._lora_ids.id_for(adapter), str(path))
+        lora_id = self._lora_ids.id_for(adapter)
+        self._recent_loras.pop(adapter, None)
+        self._recent_loras[adapter] = None
+        while len(self._recent_loras) > self.config.max_cpu_loras:
+            del self._recent_loras[next(iter(self._recent_loras))]
+        return self._api.lora_request(adapter, lora_id, str(path))
