@@ -21,7 +21,9 @@ After that, ready frames may be held back while the listener still has more than
 `min_lead_ms` of audio buffered, so later windows carry up to `max_emit_frames`
 frames: the context overhead is paid once per window instead of once per frame,
 which is what brings decode cost per audio second far below the reference's.
-`min_lead_ms=0` emits every ready frame at once.
+`min_lead_ms=0` emits every ready frame at once. The 300 ms default leaves room for a
+16-frame window's decode on one CPU thread (~350 ms worst case here) after the lead
+dips below it; bench/bench_snac_decode.py reports the cost and underruns it gives.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from ..orpheus.tokens import FRAME_MS, FRAME_TOKENS, SAMPLES_PER_FRAME
 DEFAULT_LEFT_CONTEXT = 3
 DEFAULT_RIGHT_CONTEXT = 2
 DEFAULT_MAX_EMIT_FRAMES = 16
-DEFAULT_MIN_LEAD_MS = 500.0
+DEFAULT_MIN_LEAD_MS = 300.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,1 @@
+"""Benchmarks: each writes JSON under bench/results/."""
