@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -60,6 +61,7 @@ class VoiceRegistry:
         self._listeners: list[ChangeListener] = []
         self._task: asyncio.Task[None] | None = None
         self._last_refresh = 0.0
+        self._refreshing = threading.Lock()
         if self._root is not None and not self._root.is_dir():
             raise FileNotFoundError(f"--voices-dir {voices_dir}: not a directory")
         self.refresh()
@@ -87,6 +89,10 @@ class VoiceRegistry:
 
     def refresh(self) -> frozenset[str]:
         """Rescan the voices directory; return the LoRA voice names that changed."""
+        with self._refreshing:  # the poll thread and an on-demand resolve may race
+            return self._refresh()
+
+    def _refresh(self) -> frozenset[str]:
         self._last_refresh = time.monotonic()
         if self._root is None:
             return frozenset()
