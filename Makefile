@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 .PHONY: demo test test-slow lint format proto bench install system-deps clean
 
 demo: $(STAMP)
-	$(PY) -m inference_server.demo
+	$(PY) -m bench.demo
 
 test: $(STAMP) system-deps
 	$(VENV)/bin/ruff check .
