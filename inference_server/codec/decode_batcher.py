@@ -12,11 +12,14 @@ import numpy as np
 from .snac_decoder import SnacDecoder
 from .stream_decoder import DecodeWindow
 
+URGENT_SLACK_MS = 250.0  # a stream with less buffered audio than this decodes first
+
 
 @dataclass(slots=True)
 class _Job:
     window: DecodeWindow
     future: asyncio.Future[np.ndarray]
+    slack_ms: float
 
 
 class SnacDecodeBatcher:
@@ -25,6 +28,12 @@ class SnacDecodeBatcher:
     Windows submitted while the worker is idle are collected until the end of the
     current event-loop tick; windows submitted while a batch is decoding join the next
     batch, so batches grow with load. Each session awaits its own windows in order.
+
+    Streaming-aware: each window carries its stream's slack (audio already delivered
+    minus playback time; -inf before first audio). When any queued window is urgent,
+    only the urgent ones decode in the next call, lowest slack first, so a new
+    session's first audio and a stream close to underrun never wait behind streams
+    that have seconds of audio buffered.
     """
 
     def __init__(self, decoder: SnacDecoder, *, max_batch_windows: int = 64) -> None:
@@ -48,11 +57,11 @@ class SnacDecodeBatcher:
         if self._worker is None:
             self._worker = asyncio.get_running_loop().create_task(self._run(), name="snac-decode")
 
-    async def decode(self, window: DecodeWindow) -> np.ndarray:
+    async def decode(self, window: DecodeWindow, slack_ms: float = 0.0) -> np.ndarray:
         """Decoded float32 samples of `window` (only the kept range)."""
         self.start()
         future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Job(window, future))
+        self._queue.append(_Job(window, future, slack_ms))
         self._wakeup.set()
         return await future
 
@@ -76,13 +85,21 @@ class SnacDecodeBatcher:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
+    def _next_batch(self) -> list[_Job]:
+        """Take the urgent jobs if any (lowest slack first), else up to a full batch."""
+        live = sorted((j for j in self._queue if not j.future.done()), key=lambda j: j.slack_ms)
+        urgent = [j for j in live if j.slack_ms < URGENT_SLACK_MS]
+        jobs = (urgent or live)[: self.max_batch_windows]
+        taken = {id(j) for j in jobs}
+        self._queue = [j for j in live if id(j) not in taken]
+        return jobs
+
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
             await self._wakeup.wait()
             await asyncio.sleep(0)  # let every submitter of this tick join the batch
-            jobs = [j for j in self._queue[: self.max_batch_windows] if not j.future.done()]
-            del self._queue[: self.max_batch_windows]
+            jobs = self._next_batch()
             if not self._queue:
                 self._wakeup.clear()
             if not jobs:

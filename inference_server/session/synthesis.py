@@ -9,6 +9,7 @@ Closing `events()` (client cancel or disconnect) aborts the live engine request.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import time
 from collections import deque
@@ -27,6 +28,27 @@ from ..orpheus.codes import FrameAssembler, frames_to_token_ids
 from ..orpheus.prompt import ContinuityContext, TextTokenizer, build_prompt
 from .events import AudioOut, ProgressOut, SegmentMetrics, SegmentOut, SessionEvent
 from .segment_text import SegmentText
+
+POLL_S = 0.05  # release held decode windows this often while the engine is quiet
+
+
+class PlaybackClock:
+    """How far the audio sent so far is ahead of the listener's real-time playback."""
+
+    def __init__(self) -> None:
+        self._first_audio: float | None = None
+        self._sent_ms = 0.0
+
+    def sent(self, audio_ms: float) -> None:
+        if self._first_audio is None:
+            self._first_audio = time.perf_counter()
+        self._sent_ms += audio_ms
+
+    def slack_ms(self) -> float:
+        """Buffered audio at the listener; -inf before the first audio (TTFA is urgent)."""
+        if self._first_audio is None:
+            return float("-inf")
+        return self._sent_ms - 1000.0 * (time.perf_counter() - self._first_audio)
 
 
 class SessionInputError(ValueError):
@@ -75,6 +97,7 @@ class SynthesisSession:
         self._ended = False
         self._chars = 0
         self._changed = asyncio.Event()
+        self.playback = PlaybackClock()
 
     # ---- input ----------------------------------------------------------------------
 
@@ -167,7 +190,9 @@ class SynthesisSession:
                 if len(samples):
                     if not metrics.audio_ms:
                         metrics.ttfa_ms = 1000.0 * (time.perf_counter() - ready_at)
-                    metrics.audio_ms += 1000.0 * len(samples) / T.SAMPLE_RATE
+                    audio_ms = 1000.0 * len(samples) / T.SAMPLE_RATE
+                    metrics.audio_ms += audio_ms
+                    self.playback.sent(audio_ms)
                     yield AudioOut(segment.segment_id, float_to_pcm16(samples))
             metrics.tokens_generated += chunk.tokens
             metrics.invalid_tokens_dropped += chunk.assembler.tokens_dropped
@@ -190,16 +215,34 @@ class SynthesisSession:
         )
         decoder = SnacStreamDecoder()
         started = time.perf_counter()
-        async for token_ids in self._engine.generate(request):
-            chunk.tokens += len(token_ids)
-            frames = chunk.assembler.push(token_ids)
-            chunk.frames.extend(frames)
-            for window in decoder.push(frames) if frames else ():
-                yield await self._decoder.decode(window)
+        tokens = self._engine.generate(request)
+        pending: asyncio.Future[list[int] | None] | None = None
+        try:
+            while True:
+                pending = pending or asyncio.ensure_future(anext(tokens, None))
+                done, _ = await asyncio.wait({pending}, timeout=POLL_S)
+                if not done:
+                    windows = decoder.poll()  # the engine is slow: release held frames
+                elif (token_ids := pending.result()) is None:
+                    break
+                else:
+                    pending = None
+                    chunk.tokens += len(token_ids)
+                    frames = chunk.assembler.push(token_ids)
+                    chunk.frames.extend(frames)
+                    windows = decoder.push(frames) if frames else []
+                for window in windows:
+                    yield await self._decoder.decode(window, self.playback.slack_ms())
+        finally:
+            if pending is not None and not pending.done():
+                pending.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await pending
+            await tokens.aclose()  # aborts the engine request if it is still live
         chunk.generation_s = time.perf_counter() - started
         chunk.assembler.finish()
         for window in decoder.finish():
-            yield await self._decoder.decode(window)
+            yield await self._decoder.decode(window, self.playback.slack_ms())
 
     def _context(self, text: str, chunk: _ChunkRun) -> ContinuityContext | None:
         keep = self._options.continuity_frames
