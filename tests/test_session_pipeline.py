@@ -1,0 +1,94 @@
+"""The session pipeline in-process: real tiny-random engine, real SNAC, real trimmer."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pytest
+
+from inference_server.codec.decode_batcher import SnacDecodeBatcher
+from inference_server.codec.snac_decoder import SnacDecoder
+from inference_server.codec.snac_model import load_snac
+from inference_server.codec.stream_decoder import DecodeWindow
+from inference_server.engine.base import SamplingConfig
+from inference_server.engine.model_loading import load_causal_lm, load_tokenizer
+from inference_server.engine.torch_engine import TorchEngine
+from inference_server.orpheus.tokens import SAMPLE_RATE, SAMPLES_PER_FRAME
+from inference_server.service.messages import ResponseEncoder
+from inference_server.session.events import AudioOut, ProgressOut, SegmentOut
+from inference_server.session.synthesis import SessionOptions, SynthesisSession, Voice
+
+SILENT_MS = 600
+
+
+class LeadingSilenceDecoder(SnacDecoder):
+    """The real SNAC decode, with the first 600 ms of every chunk scaled to near-silence.
+
+    Random SNAC weights never decode to silence, so this stands in for a stock voice's
+    head-of-line silence while every other part of the pipeline stays real.
+    """
+
+    def decode_windows(self, windows: Sequence[DecodeWindow]) -> list[np.ndarray]:
+        out = super().decode_windows(windows)
+        silent = SAMPLE_RATE * SILENT_MS // 1000
+        for window, samples in zip(windows, out, strict=True):
+            start = window.first_frame * SAMPLES_PER_FRAME
+            position = start + np.arange(len(samples))
+            samples[position < silent] *= 1e-4
+        return out
+
+
+@pytest.fixture(scope="module")
+def model_parts() -> tuple:
+    return load_causal_lm("tiny-random"), load_tokenizer("tiny-random"), load_snac("random")
+
+
+async def run_session(parts: tuple, texts: list[str], *, trim: bool = True) -> list:
+    model, tokenizer, snac = parts
+    engine = TorchEngine(model)
+    await engine.start()
+    decoder = SnacDecodeBatcher(LeadingSilenceDecoder(snac))
+    session = SynthesisSession(
+        "s",
+        Voice("tara"),
+        engine=engine,
+        tokenizer=tokenizer,
+        decoder=decoder,
+        sampling=SamplingConfig(temperature=0.0, max_tokens=140),
+        options=SessionOptions(trim_head_silence=trim),
+    )
+    for text in texts:
+        session.add_text(text)
+    session.end_input()
+    try:
+        return [event async for event in session.events()]
+    finally:
+        await decoder.close()
+        await engine.close()
+
+
+async def test_head_silence_is_trimmed_and_reported(model_parts: tuple) -> None:
+    events = await run_session(model_parts, ["Hello there, this is a test."])
+    done = [e for e in events if isinstance(e, SegmentOut)]
+    assert len(done) == 1
+    metrics = done[0].metrics
+    assert metrics.head_silence_trimmed_ms == pytest.approx(SILENT_MS, abs=20)
+    pcm = np.frombuffer(b"".join(e.pcm for e in events if isinstance(e, AudioOut)), np.int16)
+    assert len(pcm) / SAMPLE_RATE * 1000 == pytest.approx(metrics.audio_ms, abs=0.1)
+    untrimmed = await run_session(model_parts, ["Hello there, this is a test."], trim=False)
+    full_ms = next(e for e in untrimmed if isinstance(e, SegmentOut)).metrics.audio_ms
+    assert full_ms - metrics.audio_ms == pytest.approx(metrics.head_silence_trimmed_ms, abs=1)
+    # The wire message carries the same figure.
+    wire = ResponseEncoder().encode(done[0]).segment_done.metrics
+    assert wire.head_silence_trimmed_ms == pytest.approx(metrics.head_silence_trimmed_ms)
+
+
+async def test_sentences_become_ordered_chunks_with_progress(model_parts: tuple) -> None:
+    events = await run_session(model_parts, ["One. ", "Two is here. ", "Three"])
+    progress = [e.chars_done for e in events if isinstance(e, ProgressOut)]
+    assert progress and progress == sorted(progress)
+    assert progress[-1] == len("One. Two is here. Three")
+    done = next(e for e in events if isinstance(e, SegmentOut))
+    assert done.metrics.text_chunks == len(progress)
+    assert done.metrics.tokens_generated > 0 and done.metrics.invalid_tokens_dropped == 0
