@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 
 from .config import ServerConfig
+from .security.api_keys import API_KEYS_ENV
+from .security.bind_policy import bind_refusal
 
 
 def _env(flag: str, default: object) -> object:
@@ -58,12 +60,39 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["inference", "router"],
     )
     add("api-keys-file", d.api_keys_file, "file of accepted API keys, one per line", type=Path)
+    add(
+        "cluster-secret",
+        d.cluster_secret,
+        "shared secret proxy hops between nodes authenticate with (prefer the env var)",
+    )
+    p.add_argument(
+        "--allow-unauthenticated",
+        action="store_true",
+        default=str(_env("allow-unauthenticated", "")).lower() in ("1", "true", "yes"),
+        help="serve a non-loopback --host without API keys (refused otherwise)",
+    )
+    add("tls-cert", d.tls_cert, "PEM server certificate (chain) for TLS", type=Path)
+    add("tls-key", d.tls_key, "PEM private key of --tls-cert", type=Path)
+    add("tls-client-ca", d.tls_client_ca, "PEM CA: require client certificates (mTLS)", type=Path)
     add("metrics-port", d.metrics_port, "Prometheus /metrics port (0 = off)", type=int)
     add("capacity", d.capacity, "concurrent sessions this node admits", type=int)
     add("max-batch", d.max_batch, "max requests per engine forward pass", type=int)
     add("max-chunk-chars", d.max_chunk_chars, "max characters per generation chunk", type=int)
     add("max-session-chars", d.max_session_chars, "max characters of text per session", type=int)
     add("max-message-bytes", d.max_message_bytes, "max size of one request message", type=int)
+    add("max-segment-chars", d.max_segment_chars, "max characters of text per segment", type=int)
+    add(
+        "max-session-seconds",
+        d.max_session_seconds,
+        "max duration of one session (0 = unlimited)",
+        type=float,
+    )
+    add(
+        "max-sessions-per-key",
+        d.max_sessions_per_key,
+        "max concurrent sessions per API key on this node (0 = unlimited)",
+        type=int,
+    )
     add("silence-threshold-db", d.silence_threshold_db, "head-silence threshold (dBFS)", type=float)
     add(
         "continuity-frames",
@@ -102,12 +131,20 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         advertise=args.advertise,
         role=args.role,
         api_keys_file=Path(args.api_keys_file) if args.api_keys_file else None,
+        cluster_secret=args.cluster_secret or "",
+        allow_unauthenticated=bool(args.allow_unauthenticated),
+        tls_cert=Path(args.tls_cert) if args.tls_cert else None,
+        tls_key=Path(args.tls_key) if args.tls_key else None,
+        tls_client_ca=Path(args.tls_client_ca) if args.tls_client_ca else None,
         metrics_port=int(args.metrics_port),
         capacity=int(args.capacity),
         max_batch=int(args.max_batch),
         max_chunk_chars=int(args.max_chunk_chars),
         max_session_chars=int(args.max_session_chars),
         max_message_bytes=int(args.max_message_bytes),
+        max_segment_chars=int(args.max_segment_chars),
+        max_session_seconds=float(args.max_session_seconds),
+        max_sessions_per_key=int(args.max_sessions_per_key),
         silence_threshold_db=float(args.silence_threshold_db),
         continuity_frames=int(args.continuity_frames),
         drain_grace_s=float(args.drain_grace),
@@ -127,6 +164,11 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     config = config_from_args(args)
+    keys_configured = config.api_keys_file is not None or bool(os.environ.get(API_KEYS_ENV))
+    refusal = bind_refusal(config.host, keys_configured, config.allow_unauthenticated)
+    if refusal is not None:
+        print(f"orpheus-server: error: {refusal}", file=sys.stderr)
+        return 2
     from .server import serve  # heavy imports (torch) after argument errors are reported
 
     try:

@@ -23,12 +23,20 @@ class ServerConfig:
     advertise: str = ""
     role: str = "inference"
     api_keys_file: Path | None = None
+    cluster_secret: str = ""  # proxy hops between nodes carry it; clients never hold it
+    allow_unauthenticated: bool = False  # serve a non-loopback host without API keys
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None  # set: clients must present a certificate it signed
     metrics_port: int = 0
     capacity: int = 32  # concurrent sessions admitted
     max_batch: int = 64
     max_chunk_chars: int = 300
     max_session_chars: int = 200_000
     max_message_bytes: int = 64 * 1024
+    max_segment_chars: int = 20_000
+    max_session_seconds: float = 900.0  # 0 = unlimited
+    max_sessions_per_key: int = 0  # concurrent, per node; 0 = unlimited
     silence_threshold_db: float = -40.0
     continuity_frames: int = 0
     drain_grace_s: float = 30.0

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Mapping
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
 _MS_BUCKETS = (25, 50, 100, 200, 300, 500, 750, 1000, 1500, 2000, 3000, 5000, 10000)
 
@@ -35,13 +39,28 @@ class NodeMetrics:
         self.sessions = Counter(
             "orpheus_sessions", "Sessions ended, by status code", ["code"], registry=r
         )
-        self.lora_cache = Counter(
-            "orpheus_lora_cache", "LoRA adapter cache lookups", ["result"], registry=r
-        )
         self.proxy_hops = Counter(
             "orpheus_proxy_hops", "Sessions forwarded to their owner node", registry=r
         )
 
+    def watch_lora_cache(self, read: Callable[[], Mapping[str, int]]) -> None:
+        """Expose the engine's LoRA cache hit/miss counts (read at scrape time)."""
+        self.registry.register(_LoraCacheCollector(read))
+
     def serve(self, port: int, host: str = "0.0.0.0") -> None:
         """Expose /metrics over HTTP on `port`."""
         start_http_server(port, addr=host, registry=self.registry)
+
+
+class _LoraCacheCollector(Collector):
+    def __init__(self, read: Callable[[], Mapping[str, int]]) -> None:
+        self._read = read
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily(
+            "orpheus_lora_cache", "LoRA adapter cache lookups", labels=["result"]
+        )
+        stats = self._read()
+        for label, key in (("hit", "hits"), ("miss", "misses")):
+            family.add_metric([label], stats.get(key, 0))
+        yield family

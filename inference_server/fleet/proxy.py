@@ -10,6 +10,7 @@ import grpc
 from inference_server.proto import tts_pb2, tts_pb2_grpc
 
 HOP_HEADER = "x-orpheus-hop"
+CLUSTER_SECRET_HEADER = "x-orpheus-cluster-secret"  # proves to the owner that a peer forwards
 # Transport headers gRPC sets itself on the upstream call.
 _NOT_FORWARDED = ("user-agent", "content-type", "te", "host")
 
@@ -24,21 +25,32 @@ def hop_of(metadata: Metadata | None) -> str | None:
     return None
 
 
-def forwarded_metadata(metadata: Metadata | None, self_id: str) -> list[tuple[str, str | bytes]]:
-    """The client's metadata (API key, ...) plus our hop header, minus transport headers."""
+def forwarded_metadata(
+    metadata: Metadata | None, self_id: str, cluster_secret: str = ""
+) -> list[tuple[str, str | bytes]]:
+    """The client's metadata (API key, ...) plus our hop header (and the cluster secret when
+    set), minus transport headers and whatever a client claimed for those two."""
+    ours = (HOP_HEADER, CLUSTER_SECRET_HEADER)
     kept = [
         (key, value)
         for key, value in metadata or ()
-        if key != HOP_HEADER and not key.startswith((":", "grpc-")) and key not in _NOT_FORWARDED
+        if key not in ours and not key.startswith((":", "grpc-")) and key not in _NOT_FORWARDED
     ]
-    return [*kept, (HOP_HEADER, self_id)]
+    secret = [(CLUSTER_SECRET_HEADER, cluster_secret)] if cluster_secret else []
+    return [*kept, (HOP_HEADER, self_id), *secret]
 
 
 class StreamProxy:
     """Forwards bidi Synthesize streams to peers over one cached channel per peer address."""
 
-    def __init__(self, self_id: str, channel_options: Sequence[tuple[str, object]] = ()) -> None:
+    def __init__(
+        self,
+        self_id: str,
+        channel_options: Sequence[tuple[str, object]] = (),
+        cluster_secret: str = "",
+    ) -> None:
         self.self_id = self_id
+        self.cluster_secret = cluster_secret
         self._options = list(channel_options)
         self._channels: dict[str, grpc.aio.Channel] = {}
 
@@ -73,7 +85,7 @@ class StreamProxy:
         timeout = context.time_remaining() if context is not None else None
         call = tts_pb2_grpc.TTSStub(self.channel(address)).Synthesize(
             _prepend(first_request, request_iterator),
-            metadata=forwarded_metadata(incoming, self.self_id),
+            metadata=forwarded_metadata(incoming, self.self_id, self.cluster_secret),
             timeout=timeout,
         )
         try:
