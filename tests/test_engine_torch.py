@@ -1,0 +1,110 @@
+"""Continuous batching on the real (tiny-random) Llama: batched == alone, joins, aborts."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from inference_server.engine.base import GenerationRequest, SamplingConfig, token_budget
+from inference_server.engine.model_loading import load_causal_lm, load_tokenizer
+from inference_server.engine.torch_engine import TorchEngine
+from inference_server.orpheus import tokens as T
+from inference_server.orpheus.codes import FrameAssembler
+from inference_server.orpheus.prompt import build_prompt
+
+TEXTS = [
+    "Hello there.",
+    "A much longer sentence with many more tokens in it, really it is.",
+    "Hi",
+    "How are you doing today, my friend?",
+    "x",
+    "Testing one two three.",
+    "Orpheus speaks <laugh> with feeling.",
+    "Last one here",
+]
+GREEDY = SamplingConfig(temperature=0.0, max_tokens=70)
+
+
+@pytest.fixture(scope="module")
+def parts() -> tuple:
+    return load_causal_lm("tiny-random"), load_tokenizer("tiny-random")
+
+
+def request(
+    parts: tuple, i: int, text: str, sampling: SamplingConfig = GREEDY
+) -> GenerationRequest:
+    prompt = build_prompt(parts[1], "tara", text)
+    return GenerationRequest(f"r{i}", prompt, sampling, sampling.max_tokens)
+
+
+async def generate(engine: TorchEngine, req: GenerationRequest) -> list[int]:
+    return [tok async for ids in engine.generate(req) for tok in ids]
+
+
+async def test_eight_concurrent_requests_match_each_run_alone(parts: tuple) -> None:
+    engine = TorchEngine(parts[0])
+    await engine.start()
+    try:
+        alone = [await generate(engine, request(parts, i, t)) for i, t in enumerate(TEXTS)]
+        steps_before = engine.stats().steps
+        together = await asyncio.gather(
+            *[generate(engine, request(parts, i, t)) for i, t in enumerate(TEXTS)]
+        )
+        shared_steps = engine.stats().steps - steps_before
+        assert shared_steps < 2 * GREEDY.max_tokens  # one forward pass advanced all of them
+    finally:
+        await engine.close()
+    assert together == alone
+    assert all(len(tokens) == GREEDY.max_tokens for tokens in alone)
+
+
+async def test_position_constrained_tokens_always_form_valid_frames(parts: tuple) -> None:
+    engine = TorchEngine(parts[0])
+    await engine.start()
+    sampling = SamplingConfig(temperature=1.0, top_p=1.0, repetition_penalty=1.3, max_tokens=140)
+    try:
+        tokens = await generate(
+            engine, request(parts, 0, "Random weights, random audio.", sampling)
+        )
+    finally:
+        await engine.close()
+    assembler = FrameAssembler()
+    frames = assembler.push(tokens)
+    assert len(frames) == 20 and assembler.frames_dropped == 0
+    assert T.END_OF_SPEECH not in tokens
+
+
+async def test_late_joiner_and_abort_free_slots_at_once(parts: tuple) -> None:
+    engine = TorchEngine(parts[0])
+    await engine.start()
+    long = SamplingConfig(temperature=0.0, max_tokens=2800)
+    try:
+        first = engine.generate(request(parts, 0, "A long story.", long))
+        await anext(first)
+        joined = await generate(engine, request(parts, 1, "Short."))  # joins mid-generation
+        assert len(joined) == GREEDY.max_tokens
+        assert engine.live_request_ids() == frozenset({"r0"})
+        await first.aclose()  # what a cancelled session does
+        assert engine.live_request_ids() == frozenset()
+        await asyncio.sleep(0.05)
+        assert engine.stats().live_requests == 0
+    finally:
+        await engine.close()
+
+
+def test_token_budget_scales_with_text_and_respects_the_cap() -> None:
+    sampling = SamplingConfig(max_tokens=700)
+    short, longer = token_budget("Hi.", sampling), token_budget("word " * 40, sampling)
+    assert short % 7 == 0 and longer % 7 == 0
+    assert short < longer <= 700
+    assert token_budget("word " * 1000, sampling) == 700
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"temperature": -1}, {"top_p": 0}, {"repetition_penalty": 0.9}, {"max_tokens": 3}],
+)
+def test_bad_sampling_is_rejected(kwargs: dict) -> None:
+    with pytest.raises(ValueError, match=next(iter(kwargs))):
+        SamplingConfig(**kwargs)
