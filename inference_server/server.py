@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+from dataclasses import dataclass
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -17,8 +18,12 @@ from .codec.snac_model import load_snac
 from .config import ServerConfig
 from .engine.base import Engine, SamplingConfig
 from .engine.model_loading import NOISE_WARNING, TINY_RANDOM, load_causal_lm, load_tokenizer
+from .fleet import NodeInfo, RedisMembership, SessionRouter, StaticMembership, StreamProxy
+from .fleet.membership import Membership
 from .metrics import NodeMetrics
 from .proto import tts_pb2, tts_pb2_grpc
+from .security.node_guard import NodeGuard
+from .service.routing import FleetRouting
 from .service.tts_service import NodeIdentity, TTSService
 from .session.factory import SessionFactory
 from .session.synthesis import SessionOptions
@@ -46,6 +51,60 @@ def build_engine(config: ServerConfig, registry: VoiceRegistry) -> tuple[Engine,
     return engine, load_tokenizer(config.model)
 
 
+@dataclass
+class Fleet:
+    """This node's view of the fleet and the parts that route sessions through it."""
+
+    membership: Membership
+    router: SessionRouter
+    proxy: StreamProxy
+    routing: FleetRouting
+
+    async def close(self) -> None:
+        await self.membership.stop()
+        await self.proxy.close()
+
+
+def build_fleet(
+    cfg: ServerConfig, identity: NodeIdentity, metrics: NodeMetrics, sessions: SessionFactory | None
+) -> Fleet | None:
+    """Membership (Redis, else static peers), router and proxy; None for a single node."""
+    if not cfg.redis_url and not cfg.peers:
+        if cfg.role == "router":
+            raise ValueError("--role router needs a fleet to route to: give --redis-url or --peers")
+        return None
+    me = NodeInfo(
+        node_id=identity.node_id,
+        address=cfg.address,
+        models=(identity.model_name,) if sessions is not None else (),
+        capacity=cfg.capacity,
+        role="router" if cfg.role == "router" else "inference",
+    )
+    membership: Membership
+    if cfg.redis_url:
+        membership = RedisMembership(cfg.redis_url, me)
+        router = SessionRouter(me.node_id, membership, redis=membership.redis)
+    else:
+        membership = StaticMembership(cfg.peers, me)
+        router = SessionRouter(me.node_id, membership)
+
+    def on_load(live_sessions: int) -> None:
+        voices = tuple(sorted(sessions.loaded_adapters())) if sessions is not None else ()
+        membership.update_self(live_sessions=live_sessions, voices=voices)
+
+    proxy = StreamProxy(me.node_id, channel_options=[("grpc.max_receive_message_length", -1)])
+    routing = FleetRouting(
+        me.node_id,
+        membership,
+        router,
+        proxy,
+        metrics,
+        serves_locally=sessions is not None,
+        on_load=on_load,
+    )
+    return Fleet(membership, router, proxy, routing)
+
+
 class InferenceNode:
     """One running node: its gRPC server and the parts behind it."""
 
@@ -55,9 +114,38 @@ class InferenceNode:
         self.health = health.aio.HealthServicer()
         self.server: grpc.aio.Server | None = None
         self.service: TTSService | None = None
+        self.fleet: Fleet | None = None
         self._closers: list = []
 
     async def start(self) -> None:
+        cfg = self.config
+        factory = await self._build_sessions() if cfg.role != "router" else None
+        identity = NodeIdentity(cfg.node_id or cfg.address, cfg.served_model_name, cfg.capacity)
+        self.fleet = build_fleet(cfg, identity, self.metrics, factory)
+        self.service = TTSService(
+            factory,
+            identity,
+            metrics=self.metrics,
+            routing=self.fleet.routing if self.fleet else None,
+        )
+        self.guard = NodeGuard.from_config(cfg, self.metrics.registry)
+        self.server = self._grpc_server()
+        await self.server.start()
+        if self.fleet is not None:
+            await self.fleet.membership.start()
+        await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
+        await self.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
+        if cfg.metrics_port:
+            self.metrics.serve(cfg.metrics_port, host=cfg.host)
+        log.info(
+            "node %s (%s) serving %s on %s",
+            identity.node_id,
+            cfg.role,
+            identity.model_name,
+            cfg.address,
+        )
+
+    async def _build_sessions(self) -> SessionFactory:
         cfg = self.config
         _warn_random_weights(cfg)
         registry = VoiceRegistry(cfg.voices_dir, cfg.served_model_name)
@@ -67,7 +155,8 @@ class InferenceNode:
         decoder.start()
         await registry.start()
         self._closers = [registry.close, decoder.close, engine.close]
-        factory = SessionFactory(
+        self._watch_engine(engine)
+        return SessionFactory(
             engine=engine,
             tokenizer=tokenizer,
             decoder=decoder,
@@ -80,51 +169,52 @@ class InferenceNode:
                 max_session_chars=cfg.max_session_chars,
             ),
         )
-        identity = NodeIdentity(cfg.node_id or cfg.address, cfg.served_model_name, cfg.capacity)
-        self.service = TTSService(factory, identity, metrics=self.metrics)
-        self._watch_engine(engine)
-        self.server = self._grpc_server()
-        await self.server.start()
-        await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
-        await self.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
-        if cfg.metrics_port:
-            self.metrics.serve(cfg.metrics_port, host=cfg.host)
-        log.info("node %s serving %s on %s", identity.node_id, identity.model_name, cfg.address)
 
     def _grpc_server(self) -> grpc.aio.Server:
         cfg = self.config
         server = grpc.aio.server(
+            interceptors=self.guard.interceptors(),
             options=[
                 ("grpc.max_receive_message_length", cfg.max_message_bytes),
                 ("grpc.so_reuseport", 0),
-            ]
+            ],
         )
         tts_pb2_grpc.add_TTSServicer_to_server(self.service, server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
             (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
         )
-        bound = server.add_insecure_port(f"{cfg.host}:{cfg.port}")
-        if bound == 0:
-            raise OSError(f"cannot bind {cfg.host}:{cfg.port}")
+        self.guard.add_port(server, f"{cfg.host}:{cfg.port}")
         return server
 
     def _watch_engine(self, engine: Engine) -> None:
         self.metrics.engine_live_requests.set_function(lambda: len(engine.live_request_ids()))
         self.metrics.engine_queue_depth.set_function(lambda: engine.stats().queued_requests)
+        self.metrics.watch_lora_cache(lambda: engine.stats().adapters)
 
     async def drain(self, grace_s: float) -> int:
         """Refuse new sessions, let live ones finish (up to `grace_s`); return how many were cut."""
         assert self.service is not None
         self.service.draining = True
+        if self.fleet is not None:
+            self.fleet.routing.draining = True
+            self.fleet.membership.update_self(draining=True)  # pushed at once, not next beat
         await self.health.enter_graceful_shutdown()
+        idle = [self.service.idle.wait()]
+        if self.fleet is not None:
+            idle.append(self.fleet.routing.idle.wait())
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.service.idle.wait(), grace_s)
-        return len(self.service.live)
+            await asyncio.wait_for(asyncio.gather(*idle), grace_s)
+        cut = len(self.service.live) + (self.fleet.routing.forwarding if self.fleet else 0)
+        if self.fleet is not None:
+            await self.fleet.membership.deregister()
+        return cut
 
     async def stop(self, grace_s: float = 1.0) -> None:
         if self.server is not None:
             await self.server.stop(grace_s)
+        if self.fleet is not None:
+            await self.fleet.close()
         for close in self._closers:
             await close()
 

@@ -24,6 +24,7 @@ from .messages import (
     check_session_id,
     sampling_from_proto,
 )
+from .routing import FleetRouting
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +41,16 @@ class NodeIdentity:
 
 class TTSService(pb_grpc.TTSServicer):
     def __init__(
-        self, sessions: SessionFactory, identity: NodeIdentity, metrics: NodeMetrics | None = None
+        self,
+        sessions: SessionFactory | None,
+        identity: NodeIdentity,
+        metrics: NodeMetrics | None = None,
+        *,
+        routing: FleetRouting | None = None,
     ) -> None:
+        """`sessions` is None on a `--role router` node (it forwards every session)."""
         self._sessions = sessions
+        self.routing = routing
         self._identity = identity
         self._metrics = metrics or NodeMetrics()
         self.live: dict[str, SynthesisSession] = {}
@@ -58,6 +66,26 @@ class TTSService(pb_grpc.TTSServicer):
         requests = aiter(request_iterator)
         try:
             start = await self._read_start(requests)
+        except Exception as exc:
+            err = to_rpc_error(exc)
+            self._metrics.sessions.labels(err.code.name).inc()
+            await context.abort(err.code, err.details)
+        if self.routing is None:
+            responses = self._serve(start, requests, context)
+        else:  # a fleet: serve here or forward to the session's owner
+            responses = self.routing.dispatch(start, requests, context, self._serve)
+        async with contextlib.aclosing(responses):
+            async for response in responses:
+                yield response
+
+    async def _serve(
+        self,
+        start: pb.SessionStart,
+        requests: AsyncIterator[pb.SynthesizeRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[pb.SynthesizeResponse]:
+        """Run the session on this node."""
+        try:
             session = self._open(start)
         except Exception as exc:
             err = to_rpc_error(exc)
@@ -115,6 +143,8 @@ class TTSService(pb_grpc.TTSServicer):
     async def ListVoices(
         self, request: pb.ListVoicesRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListVoicesResponse:
+        if self._sessions is None and self.routing is not None:
+            return await self.routing.list_voices(request)
         model = self._identity.model_name
         if request.model and request.model != model:
             return pb.ListVoicesResponse()

@@ -50,7 +50,8 @@ class SynthesisSession:
         self._write_lock = asyncio.Lock()
         self._call: grpc.aio.StreamStreamCall | None = None
         self._index = endpoints.current
-        self._resumes_left = len(endpoints.addresses) - 1
+        # One address is usually a routing node: resuming there lands on another owner.
+        self._resumes_left = max(len(endpoints.addresses) - 1, 1)
         self._writer: asyncio.Task[None] | None = None
         self.started: pb.SessionStarted | None = None
 
