@@ -92,7 +92,11 @@ def build_fleet(
         voices = tuple(sorted(sessions.loaded_adapters())) if sessions is not None else ()
         membership.update_self(live_sessions=live_sessions, voices=voices)
 
-    proxy = StreamProxy(me.node_id, channel_options=[("grpc.max_receive_message_length", -1)])
+    proxy = StreamProxy(
+        me.node_id,
+        channel_options=[("grpc.max_receive_message_length", -1)],
+        cluster_secret=cfg.cluster_secret,
+    )
     routing = FleetRouting(
         me.node_id,
         membership,

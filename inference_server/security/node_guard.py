@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import grpc
@@ -15,8 +14,6 @@ from .limits_interceptor import SessionLimitsInterceptor
 from .tls import server_credentials
 
 log = logging.getLogger(__name__)
-
-CLUSTER_SECRET_ENV = "ORPHEUS_CLUSTER_SECRET"
 
 
 class NodeGuard:
@@ -38,9 +35,7 @@ class NodeGuard:
         if (tls_cert is None) != (tls_key is None):
             raise ValueError("--tls-cert and --tls-key go together")
         self.keys = ApiKeyStore.from_env(api_keys_file)
-        self.authenticator = Authenticator(
-            self.keys, cluster_secret or os.environ.get(CLUSTER_SECRET_ENV, "")
-        )
+        self.authenticator = Authenticator(self.keys, cluster_secret)
         self.refused = Counter(
             "orpheus_refused_calls",
             "Calls refused before reaching a session, by reason (auth or the limit hit)",
