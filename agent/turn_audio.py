@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import wave
 from dataclasses import dataclass, field
@@ -92,10 +93,8 @@ class TurnAudioSink(io.AudioOutput):
         try:
             remaining = turn.duration_s - (time.time() - (turn.started_at or time.time()))
             if self._realtime and remaining > 0 and not self._interrupted.is_set():
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._interrupted.wait(), remaining)
-                except TimeoutError:
-                    pass
             turn.finished_at = time.time()
             turn.interrupted = self._interrupted.is_set()
             elapsed = turn.finished_at - (turn.started_at or turn.finished_at)

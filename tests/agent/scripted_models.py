@@ -10,8 +10,8 @@ from typing import Any
 
 from livekit import rtc
 from livekit.agents import APIConnectOptions, llm, stt, utils
-from livekit.agents.voice import io
 from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS, NOT_GIVEN, NotGivenOr
+from livekit.agents.voice import io
 
 
 def llm_tokens(text: str) -> list[str]:
@@ -119,6 +119,7 @@ class ScriptedSTT(stt.STT):
         conn_options: APIConnectOptions = DEFAULT_API_CONNECT_OPTIONS,
     ) -> stt.RecognizeStream:
         s = _ScriptedSpeechStream(stt=self, conn_options=conn_options)
+        s.opened_at = time.time()  # word times are relative to the stream's audio start
         self._streams.append(s)
         return s
 
@@ -137,18 +138,18 @@ class ScriptedSTT(stt.STT):
         # like a streaming provider: end of speech first, the final transcript shortly after
         stream.emit(stt.SpeechEventType.END_OF_SPEECH, end=ended)
         await asyncio.sleep(transcription_delay)
-        stream.emit(stt.SpeechEventType.FINAL_TRANSCRIPT, text)
+        stream.emit(stt.SpeechEventType.FINAL_TRANSCRIPT, text, end=ended - stream.opened_at)
         return ended
 
 
 class _ScriptedSpeechStream(stt.RecognizeStream):
+    opened_at = 0.0
+
     def emit(self, kind: stt.SpeechEventType, text: str | None = None, end: float = 0.0) -> None:
-        event = stt.SpeechEvent(
-            type=kind,
-            alternatives=[stt.SpeechData(language="en", text=text)] if text is not None else [],
-        )
+        data = stt.SpeechData(language="en", text=text or "", end_time=end)
+        event = stt.SpeechEvent(type=kind, alternatives=[data] if text is not None else [])
         if kind == stt.SpeechEventType.END_OF_SPEECH:
-            event.speech_end_time = end
+            event.speech_end_time = end  # absolute wall-clock time
         self._event_ch.send_nowait(event)
 
     async def _run(self) -> None:
