@@ -1,0 +1,735 @@
+"""GPU benchmark: real-time Orpheus-3B streams per GPU on the vLLM engine, fp8 and bf16.
+
+Needs CUDA and vLLM (`pip install -e ".[vllm]"`). The model is the Orpheus-3B shape with
+seeded RANDOM weights written to a local directory (no download), served by our
+`VllmEngine` (the product path); each stream's frames go through the product's
+`SnacStreamDecoder` and one shared `SnacDecodeBatcher` on a GPU `SnacDecoder`.
+For each quantization and concurrency it reports TTFA (first decoded audio), streaming
+viability (after first audio, delivered audio never falls behind playback), tokens/s per
+stream, real-time streams per GPU at >= 99% viability, the memory-bandwidth roofline for
+the GPU and the cost per stream-hour. `--dry-run` runs on CPU without vLLM: argument
+checks, the model config and engine args that would be used, and the reporting path on
+a deterministic simulator; its figures are SIMULATED. See bench/GPU.md.
+Run: python -m bench.gpu_vllm [--dry-run] [--concurrency 1,2,4] [--gpu-price-per-hour 0.86]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from inference_server.engine.model_loading import bundled_tokenizer_file
+from inference_server.engine.vllm_engine import VllmEngineConfig, engine_args
+from inference_server.orpheus import tokens as T
+
+RESULTS = Path(__file__).parent / "results"
+DEFAULT_CONCURRENCY = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+QUANTIZATIONS = {"fp8": "fp8", "bf16": None, "none": None}  # flag value -> vLLM quantization
+VIABLE_SHARE = 0.99
+STEP_S = 1.0 / T.TOKENS_PER_SECOND  # one batched decode step per 12.19 ms keeps pace
+DRY_RUN_BANNER = "DRY RUN: SIMULATED figures from a toy model, NOT measurements"
+
+ORPHEUS_3B = {
+    "hidden_size": 3072,
+    "num_hidden_layers": 28,
+    "num_attention_heads": 24,
+    "num_key_value_heads": 8,
+    "head_dim": 128,
+    "intermediate_size": 8192,
+    "vocab_size": T.VOCAB_SIZE,
+    "tie_word_embeddings": True,
+    "rope_theta": 500000.0,
+    "max_position_embeddings": 131072,
+}
+
+# Memory bandwidth in GB/s (vendor datasheets); `match_gpu` maps device names onto these.
+GPU_BANDWIDTH_GBS = {
+    "L4": 300,
+    "L40S": 864,
+    "A10G": 600,
+    "A100-40GB": 1555,
+    "A100-80GB": 2039,
+    "H100-SXM": 3350,
+    "H100-PCIe": 2000,
+    "RTX-4090": 1008,
+}
+
+
+def match_gpu(device_name: str) -> str | None:
+    """Table key for a `torch.cuda.get_device_name()` string or a `--gpu-name` value."""
+    name = device_name.upper().replace("_", "-").replace(" ", "-")
+    for key in GPU_BANDWIDTH_GBS:
+        if name == key.upper():
+            return key
+    if "A100" in name:
+        return "A100-80GB" if "80G" in name else "A100-40GB"
+    if "H100" in name:
+        return "H100-PCIe" if "PCIE" in name else "H100-SXM"
+    if "4090" in name:
+        return "RTX-4090"
+    for key in ("L40S", "A10G", "L4"):  # L40S before L4: "L4" is a prefix of it
+        if any(part == key for part in name.split("-")):
+            return key
+    return None
+
+
+# ---- arguments ---------------------------------------------------------------------------
+
+
+def _positive_ints(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}"
+        ) from None
+    if not values or any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(
+            f"every concurrency must be a positive integer, got {text!r}"
+        )
+    return sorted(set(values))
+
+
+def _quantizations(text: str) -> list[str]:
+    names = [v.strip().lower() for v in text.split(",") if v.strip()]
+    unknown = [n for n in names if n not in QUANTIZATIONS]
+    if not names or unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown quantization {unknown or text!r}; choose from fp8, bf16 (alias none)"
+        )
+    return list(dict.fromkeys("bf16" if n == "none" else n for n in names))
+
+
+def _non_negative(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
+    return value
+
+
+def _positive(text: str) -> float:
+    value = _non_negative(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text!r}")
+    return value
+
+
+def _gpu_name(text: str) -> str:
+    key = match_gpu(text)
+    if key is None:
+        raise argparse.ArgumentTypeError(
+            f"unknown GPU {text!r}; known: {', '.join(GPU_BANDWIDTH_GBS)}"
+        )
+    return key
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m bench.gpu_vllm", description=__doc__.splitlines()[0]
+    )
+    p.add_argument("--dry-run", action="store_true", help="CPU only: simulated figures")
+    p.add_argument("--concurrency", type=_positive_ints, default=list(DEFAULT_CONCURRENCY))
+    p.add_argument("--quantization", type=_quantizations, default=["fp8", "bf16"])
+    p.add_argument("--gpu-name", type=_gpu_name, help="override the detected GPU")
+    p.add_argument("--gpu-price-per-hour", type=_non_negative, default=0.86, help="USD")
+    p.add_argument("--seconds-per-stream", type=_positive, default=6.0, help="audio per stream")
+    p.add_argument("--ramp-s", type=_non_negative, default=1.0, help="stream starts spread")
+    p.add_argument("--gpu-memory-utilization", type=_positive, default=0.85)
+    p.add_argument("--model-dir", type=Path, help="reuse/keep the random checkpoint here")
+    p.add_argument("--out", type=Path, help="JSON path (a PNG is written beside it)")
+    p.add_argument("--no-plot", action="store_true")
+    return p
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.gpu_memory_utilization > 1:
+        parser.error(
+            "argument --gpu-memory-utilization: must be in (0, 1], "
+            f"got {args.gpu_memory_utilization}"
+        )
+    if args.out is None:
+        args.out = RESULTS / ("gpu_vllm_dry_run.json" if args.dry_run else "gpu_vllm.json")
+    return args
+
+
+# ---- the random Orpheus-3B checkpoint ----------------------------------------------------
+
+
+def llama_config(dims: dict[str, Any] = ORPHEUS_3B) -> dict[str, Any]:
+    """config.json of a Llama with Orpheus' dims and special ids."""
+    return {
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        **dims,
+        "hidden_act": "silu",
+        "rms_norm_eps": 1e-5,
+        "attention_bias": False,
+        "mlp_bias": False,
+        "bos_token_id": T.BOS,
+        "eos_token_id": T.END_OF_SPEECH,
+        "pad_token_id": T.PAD,
+        "torch_dtype": "bfloat16",
+    }
+
+
+def layer_shapes(dims: dict[str, Any]) -> dict[str, tuple[int, ...]]:
+    """Parameter shapes of one decoder layer, by HF name suffix."""
+    h, i, d = dims["hidden_size"], dims["intermediate_size"], dims["head_dim"]
+    q, kv = dims["num_attention_heads"] * d, dims["num_key_value_heads"] * d
+    return {
+        "self_attn.q_proj.weight": (q, h),
+        "self_attn.k_proj.weight": (kv, h),
+        "self_attn.v_proj.weight": (kv, h),
+        "self_attn.o_proj.weight": (h, q),
+        "mlp.gate_proj.weight": (i, h),
+        "mlp.up_proj.weight": (i, h),
+        "mlp.down_proj.weight": (h, i),
+        "input_layernorm.weight": (h,),
+        "post_attention_layernorm.weight": (h,),
+    }
+
+
+def write_checkpoint(directory: Path, dims: dict[str, Any] = ORPHEUS_3B, seed: int = 0) -> Path:
+    """Random bf16 safetensors, one shard per layer (host RAM ~ one layer), plus tokenizer."""
+    import torch
+    from safetensors.torch import save_file
+
+    directory.mkdir(parents=True, exist_ok=True)
+    write_config(directory, dims)
+    gen = torch.Generator().manual_seed(seed)
+
+    def tensor(shape: tuple[int, ...]) -> torch.Tensor:
+        if len(shape) == 1:  # norm gains
+            return torch.ones(shape, dtype=torch.bfloat16)
+        out = torch.empty(shape, dtype=torch.bfloat16)
+        for rows in torch.split(out, 8192):  # fp32 scratch stays small even for the embedding
+            rows.copy_(torch.randn(rows.shape, generator=gen) * 0.02)
+        return out
+
+    layers = dims["num_hidden_layers"]
+    shards: list[dict[str, tuple[int, ...]]] = [
+        {"model.embed_tokens.weight": (dims["vocab_size"], dims["hidden_size"])},
+        *(
+            {f"model.layers.{n}.{k}": s for k, s in layer_shapes(dims).items()}
+            for n in range(layers)
+        ),
+        {"model.norm.weight": (dims["hidden_size"],)},
+    ]
+    weight_map = {}
+    for n, shard in enumerate(shards):
+        file = f"model-{n + 1:05d}-of-{len(shards):05d}.safetensors"
+        save_file({k: tensor(s) for k, s in shard.items()}, str(directory / file), {"format": "pt"})
+        weight_map.update(dict.fromkeys(shard, file))
+    index = {"metadata": {"total_size": 2 * param_count(dims)}, "weight_map": weight_map}
+    (directory / "model.safetensors.index.json").write_text(json.dumps(index, indent=1))
+    (directory / "COMPLETE").write_text(f"random weights, seed {seed}\n")
+    return directory
+
+
+def write_config(directory: Path, dims: dict[str, Any] = ORPHEUS_3B) -> dict[str, Any]:
+    """config.json plus the bundled Llama-3.2 tokenizer; returns the config."""
+    config = llama_config(dims)
+    (directory / "config.json").write_text(json.dumps(config, indent=1))
+    shutil.copyfile(bundled_tokenizer_file(), directory / "tokenizer.json")
+    tok_config = {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "bos_token": "<|begin_of_text|>",
+        "eos_token": "<|eot_id|>",
+        "model_max_length": dims["max_position_embeddings"],
+    }
+    (directory / "tokenizer_config.json").write_text(json.dumps(tok_config, indent=1))
+    return config
+
+
+def param_count(dims: dict[str, Any]) -> int:
+    per_layer = sum(math.prod(s) for s in layer_shapes(dims).values())
+    embed = dims["vocab_size"] * dims["hidden_size"]
+    return embed + dims["num_hidden_layers"] * per_layer + dims["hidden_size"]
+
+
+# ---- roofline ----------------------------------------------------------------------------
+
+
+def weight_bytes_per_step(dims: dict[str, Any], quantization: str) -> int:
+    """Bytes of weights one decode step reads: every layer plus the tied lm_head.
+
+    vLLM's fp8 quantizes the linear layers only; lm_head (= the tied embedding) stays bf16.
+    """
+    linear = sum(math.prod(s) for s in layer_shapes(dims).values() if len(s) == 2)
+    rest = param_count(dims) - dims["num_hidden_layers"] * linear
+    return (1 if quantization == "fp8" else 2) * dims["num_hidden_layers"] * linear + 2 * rest
+
+
+def kv_bytes_per_token(dims: dict[str, Any], kv_dtype_bytes: int = 2) -> int:
+    return (
+        2
+        * dims["num_hidden_layers"]
+        * dims["num_key_value_heads"]
+        * dims["head_dim"]
+        * kv_dtype_bytes
+    )
+
+
+def roofline(
+    gpu: str, dims: dict[str, Any], quantization: str, mean_context: float
+) -> dict[str, Any]:
+    """Streams a GPU could keep real time if decode were purely memory-bandwidth bound."""
+    bandwidth = GPU_BANDWIDTH_GBS[gpu] * 1e9
+    weights = weight_bytes_per_step(dims, quantization)
+    kv = kv_bytes_per_token(dims)
+    budget = bandwidth * STEP_S  # bytes readable in one real-time step
+    streams = max(0, math.floor((budget - weights) / (kv * mean_context)))
+    return {
+        "gpu": gpu,
+        "bandwidth_gbs": GPU_BANDWIDTH_GBS[gpu],
+        "weight_bytes_per_step": weights,
+        "kv_bytes_per_token": kv,
+        "mean_context_tokens": mean_context,
+        "step_budget_ms": 1000 * STEP_S,
+        "weight_passes_per_step_budget": budget / weights,
+        "streams": streams,
+        "formula": (
+            "streams = (bandwidth * 12.19 ms - weight_bytes) "
+            "/ (kv_bytes_per_token * mean_context); "
+            "one batched step reads the weights once for all streams plus each stream's KV cache, "
+            "and must finish every 1/82.03 s. weight_passes_per_step_budget = bandwidth * 12.19 ms "
+            "/ weight_bytes (> 1: batch 1 can be real time)"
+        ),
+    }
+
+
+# ---- per-stream measurement --------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class StreamTrace:
+    """What one stream saw, in seconds on one clock."""
+
+    start: float
+    first_token: float | None = None
+    last_token: float | None = None
+    first_frame: float | None = None
+    tokens: int = 0
+    deliveries: list[tuple[float, int]] = field(default_factory=list)  # (time, frames of audio)
+
+    def underran(self) -> bool:
+        """After first audio, did any piece arrive after the listener's buffer ran dry?"""
+        if not self.deliveries:
+            return True
+        t0, buffered = self.deliveries[0][0], 0.0
+        for when, frames in self.deliveries:
+            if when - t0 > buffered + 1e-6:
+                return True
+            buffered += frames * T.FRAME_MS / 1000
+        return False
+
+
+def pct(values: Sequence[float], q: float) -> float | None:
+    return float(np.percentile(values, q)) if len(values) else None
+
+
+def summarize(concurrency: int, traces: Sequence[StreamTrace], wall_s: float) -> dict[str, Any]:
+    """One concurrency row: viability, TTFA/TTFT percentiles (ms), tokens/s, audio rate."""
+    ms = lambda xs: [1000 * x for x in xs]  # noqa: E731
+    ttfa = ms([t.deliveries[0][0] - t.start for t in traces if t.deliveries])
+    ttft = ms([t.first_token - t.start for t in traces if t.first_token is not None])
+    rates = [
+        (t.tokens - 1) / (t.last_token - t.first_token)
+        for t in traces
+        if t.tokens > 1 and t.last_token > t.first_token
+    ]
+    audio_s = sum(n for t in traces for _, n in t.deliveries) * T.FRAME_MS / 1000
+    return {
+        "concurrency": concurrency,
+        "streams": len(traces),
+        "viable_share": sum(not t.underran() for t in traces) / len(traces),
+        "ttfa_p50_ms": pct(ttfa, 50),
+        "ttfa_p95_ms": pct(ttfa, 95),
+        "ttfa_p99_ms": pct(ttfa, 99),
+        "ttft_p50_ms": pct(ttft, 50),
+        "ttft_p99_ms": pct(ttft, 99),
+        "tokens_per_s_per_stream_p50": pct(rates, 50),
+        "tokens_per_s_per_stream_min": min(rates, default=None),
+        "aggregate_tokens_per_s": sum(t.tokens for t in traces) / wall_s,
+        "audio_s_per_wall_s": audio_s / wall_s,
+        "wall_s": wall_s,
+    }
+
+
+def headline(rows: Sequence[dict[str, Any]], price: float) -> dict[str, Any]:
+    """Streams at >= 99% viability (the largest such concurrency) and what it costs."""
+    ok = [r for r in rows if r["viable_share"] >= VIABLE_SHARE]
+    best = max(ok, key=lambda r: r["concurrency"], default=None)
+    streams = best["concurrency"] if best else 0
+    return {
+        "streams_at_99": streams,
+        "ttfa_p50_ms": best["ttfa_p50_ms"] if best else None,
+        "ttfa_p99_ms": best["ttfa_p99_ms"] if best else None,
+        "tokens_per_s_per_stream": best["tokens_per_s_per_stream_p50"] if best else None,
+        "cost_per_stream_hour": price / streams if streams else None,
+    }
+
+
+# ---- dry run: a deterministic toy simulator ----------------------------------------------
+
+
+def simulate(
+    concurrency: int, frames: int, step_s: float, ramp_s: float, seed: int
+) -> list[StreamTrace]:
+    """Toy timelines: per-stream speed spread plus per-step jitter; first audio after 3 frames."""
+    rng = np.random.default_rng(seed * 7919 + concurrency)
+    tokens = frames * T.FRAME_TOKENS
+    traces = []
+    for i in range(concurrency):
+        start = ramp_s * i / concurrency
+        prefill = 0.015 * (1 + concurrency / 64)
+        speed = 1 + 0.04 * rng.standard_normal()
+        steps = np.clip(
+            step_s * speed * (1 + 0.15 * rng.standard_normal(tokens)), 0.2 * step_s, None
+        )
+        times = start + prefill + np.cumsum(steps)
+        done = times[T.FRAME_TOKENS - 1 :: T.FRAME_TOKENS]  # frame j complete
+        trace = StreamTrace(start, float(times[0]), float(times[-1]), float(done[0]), tokens)
+        decode_s = 0.004 + 0.00002 * concurrency
+        for j in range(frames):  # one window per frame, 2 frames of right context
+            trace.deliveries.append((float(done[min(j + 2, frames - 1)]) + decode_s, 1))
+        traces.append(trace)
+    return traces
+
+
+def simulated_step_s(
+    gpu: str, dims: dict[str, Any], quantization: str, batch: int, ctx: float
+) -> float:
+    """Roofline step time at 60% of peak bandwidth plus 2 ms fixed overhead per step."""
+    bytes_read = weight_bytes_per_step(dims, quantization) + batch * kv_bytes_per_token(dims) * ctx
+    return bytes_read / (0.6 * GPU_BANDWIDTH_GBS[gpu] * 1e9) + 0.002
+
+
+# ---- real run: VllmEngine + SNAC on CUDA -------------------------------------------------
+
+
+def audio_codes(token_ids: Sequence[int]) -> np.ndarray:
+    """7 audio ids -> one frame of codes, ignoring which position each id belongs to.
+
+    With random weights the engine's audio-only mask (not position-constrained) lets ids land
+    at any position, so the product's FrameAssembler would drop most frames; folding each id
+    onto its code keeps the decode cost identical while measuring the real timeline.
+    """
+    return (np.asarray(token_ids, dtype=np.int64) - T.AUDIO_TOKEN_BASE) % T.CODEBOOK_SIZE
+
+
+async def run_stream(
+    engine: Any, batcher: Any, request: Any, clock: Callable[[], float]
+) -> StreamTrace:
+    """Generate one stream and decode it as the product does; record its timeline."""
+    from inference_server.codec.stream_decoder import SnacStreamDecoder
+
+    trace = StreamTrace(start=clock())
+    decoder = SnacStreamDecoder(clock=clock)
+    pending: list[int] = []
+
+    async def deliver(windows: list[Any]) -> None:
+        for window in windows:
+            lead = decoder.lead_ms() - window.emitted_frames * T.FRAME_MS
+            await batcher.decode(window, lead if trace.deliveries else -math.inf)
+            trace.deliveries.append((clock(), window.emitted_frames))
+
+    async for ids in engine.generate(request):
+        now = clock()
+        if trace.first_token is None:
+            trace.first_token = now
+        trace.last_token, trace.tokens = now, trace.tokens + len(ids)
+        pending += ids
+        cut = len(pending) - len(pending) % T.FRAME_TOKENS
+        if cut:
+            frames = audio_codes(pending[:cut]).reshape(-1, T.FRAME_TOKENS)
+            pending = pending[cut:]
+            if trace.first_frame is None:
+                trace.first_frame = now
+            await deliver(decoder.push(frames))
+    await deliver(decoder.finish())
+    return trace
+
+
+async def run_level(
+    engine: Any, batcher: Any, prompts: list[list[int]], args: argparse.Namespace, c: int
+) -> dict[str, Any]:
+    from inference_server.engine.base import GenerationRequest, SamplingConfig
+
+    frames = frames_per_stream(args)
+    clock, t0 = time.perf_counter, time.perf_counter()
+
+    async def one(i: int) -> StreamTrace:
+        await asyncio.sleep(args.ramp_s * i / c)
+        request = GenerationRequest(
+            request_id=f"bench-{c}-{i}-{time.monotonic_ns()}",
+            prompt_ids=prompts[i % len(prompts)],
+            sampling=SamplingConfig(seed=i, max_tokens=max(2800, frames * T.FRAME_TOKENS)),
+            max_new_tokens=frames * T.FRAME_TOKENS,
+        )
+        return await run_stream(engine, batcher, request, clock)
+
+    traces = await asyncio.gather(*(one(i) for i in range(c)))
+    return summarize(c, traces, clock() - t0)
+
+
+async def measure(
+    quantization: str, model_dir: Path, args: argparse.Namespace, batcher: Any
+) -> list[dict[str, Any]]:
+    from inference_server.engine.model_loading import load_tokenizer
+    from inference_server.engine.vllm_engine import VllmEngine
+    from inference_server.orpheus.prompt import build_prompt
+
+    tokenizer = load_tokenizer(str(model_dir))
+    # Distinct texts per stream so prefix caching cannot share prefills across streams.
+    prompts = [
+        build_prompt(tokenizer, "tara", f"Take {n}. {TEXT}") for n in range(max(args.concurrency))
+    ]
+    engine = VllmEngine(engine_config(model_dir, quantization, args))
+    await engine.start()
+    try:
+        await run_level(engine, batcher, prompts, _quick(args), 1)  # warm-up, discarded
+        rows = []
+        for c in args.concurrency:
+            rows.append(await run_level(engine, batcher, prompts, args, c))
+            print(f"  {quantization} c={c}: {_row_line(rows[-1])}", flush=True)
+        return rows
+    finally:
+        await engine.close()
+
+
+TEXT = "I was just thinking about you, and I wanted to say thanks for last night."
+
+
+def _quick(args: argparse.Namespace) -> argparse.Namespace:
+    return argparse.Namespace(**{**vars(args), "seconds_per_stream": 0.5, "ramp_s": 0.0})
+
+
+def engine_config(model_dir: Path, quantization: str, args: argparse.Namespace) -> VllmEngineConfig:
+    return VllmEngineConfig(
+        model=str(model_dir),
+        max_model_len=2048,
+        quantization=QUANTIZATIONS[quantization],
+        enable_lora=False,
+        max_num_seqs=max(args.concurrency),
+        gpu_memory_utilization=args.gpu_memory_utilization,
+    )
+
+
+def frames_per_stream(args: argparse.Namespace) -> int:
+    return max(3, math.ceil(1000 * args.seconds_per_stream / T.FRAME_MS))
+
+
+# ---- report ------------------------------------------------------------------------------
+
+
+def detect_gpu(args: argparse.Namespace) -> tuple[str | None, str]:
+    """(table key, device name) from --gpu-name, else CUDA, else L40S for a dry run."""
+    if args.gpu_name:
+        return args.gpu_name, args.gpu_name
+    if args.dry_run:
+        return "L40S", "L40S (dry-run default)"
+    import torch
+
+    name = torch.cuda.get_device_name(0)
+    return match_gpu(name), name
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    gpu, device_name = detect_gpu(args)
+    frames = frames_per_stream(args)
+    tokens = frames * T.FRAME_TOKENS
+    scratch = Path(tempfile.mkdtemp(prefix="orpheus3b-random-"))
+    model_dir = args.model_dir or scratch
+    try:
+        if args.dry_run:
+            config = write_config(scratch)
+        else:
+            if not (model_dir / "COMPLETE").is_file():
+                print(f"writing random Orpheus-3B weights to {model_dir} ...", flush=True)
+                write_checkpoint(model_dir)
+            config = llama_config()
+        results = [quant_result(q, gpu, model_dir, args, tokens) for q in args.quantization]
+        if not args.dry_run:
+            asyncio.run(measure_all(results, model_dir, args))
+        for result in results:
+            result.update(headline(result["rows"], args.gpu_price_per_hour))
+            if result["roofline"] and args.gpu_price_per_hour and result["roofline"]["streams"]:
+                result["roofline"]["cost_per_stream_hour"] = (
+                    args.gpu_price_per_hour / result["roofline"]["streams"]
+                )
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return {
+        "benchmark": "gpu_vllm",
+        "dry_run": args.dry_run,
+        "note": DRY_RUN_BANNER
+        if args.dry_run
+        else "measured on GPU with random Orpheus-3B weights",
+        "gpu": {
+            "name": gpu,
+            "device": device_name,
+            "bandwidth_gbs": GPU_BANDWIDTH_GBS.get(gpu or ""),
+        },
+        "model": {"config": config, "params": param_count(ORPHEUS_3B), "weights": "random bf16"},
+        "settings": {
+            "concurrency": args.concurrency,
+            "seconds_per_stream": args.seconds_per_stream,
+            "tokens_per_stream": tokens,
+            "ramp_s": args.ramp_s,
+            "gpu_price_per_hour": args.gpu_price_per_hour,
+            "viable_share_threshold": VIABLE_SHARE,
+        },
+        "results": results,
+    }
+
+
+PROMPT_TOKENS = 30  # roughly "[SOH] tara: <one sentence> [EOT EOH SOA SOS]"
+
+
+def quant_result(
+    q: str, gpu: str | None, model_dir: Path, args: argparse.Namespace, tokens: int
+) -> dict[str, Any]:
+    ctx = PROMPT_TOKENS + tokens / 2
+    result: dict[str, Any] = {
+        "quantization": q,
+        "engine_args": engine_args(engine_config(model_dir, q, args)),
+        "roofline": roofline(gpu, ORPHEUS_3B, q, ctx) if gpu else None,
+        "rows": [],
+    }
+    if args.dry_run:
+        frames = tokens // T.FRAME_TOKENS
+        for c in args.concurrency:
+            step = simulated_step_s(gpu, ORPHEUS_3B, q, c, ctx)
+            traces = simulate(c, frames, step, args.ramp_s, seed=len(q))
+            wall = max(t.deliveries[-1][0] for t in traces)
+            result["rows"].append({**summarize(c, traces, wall), "simulated": True})
+    return result
+
+
+async def measure_all(
+    results: list[dict[str, Any]], model_dir: Path, args: argparse.Namespace
+) -> None:
+    from inference_server.codec.decode_batcher import SnacDecodeBatcher
+    from inference_server.codec.snac_decoder import SnacDecoder
+    from inference_server.codec.snac_model import load_snac
+
+    async with SnacDecodeBatcher(SnacDecoder(load_snac("random", device="cuda"))) as batcher:
+        for result in results:
+            print(f"{result['quantization']}: starting vLLM ...", flush=True)
+            result["rows"] = await measure(result["quantization"], model_dir, args, batcher)
+
+
+def _row_line(row: dict[str, Any]) -> str:
+    fmt = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
+    return (
+        f"viable {100 * row['viable_share']:5.1f}%  TTFA p50 {fmt(row['ttfa_p50_ms'], '7.0f')} ms "
+        f"p99 {fmt(row['ttfa_p99_ms'], '7.0f')} ms  "
+        f"tok/s/stream {fmt(row['tokens_per_s_per_stream_p50'], '6.1f')}"
+    )
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}"
+
+
+def print_report(report: dict[str, Any]) -> None:
+    if report["dry_run"]:
+        print("!" * 78 + f"\n!! {DRY_RUN_BANNER}\n" + "!" * 78)
+    gpu = report["gpu"]
+    print(f"GPU: {gpu['device']} -> {gpu['name']} ({gpu['bandwidth_gbs']} GB/s)")
+    for r in report["results"]:
+        print(f"\n[{r['quantization']}]")
+        for row in r["rows"]:
+            print(f"  c={row['concurrency']:4d}  {_row_line(row)}")
+        roof = r["roofline"]["streams"] if r["roofline"] else "n/a (unknown GPU)"
+        cost = r["cost_per_stream_hour"]
+        print(
+            f"  real-time streams at >=99% viability: {r['streams_at_99']}  (roofline {roof})\n"
+            f"  TTFA p50/p99 there: {_ms(r['ttfa_p50_ms'])} / {_ms(r['ttfa_p99_ms'])} ms\n"
+            f"  cost per stream-hour: {'n/a' if cost is None else f'${cost:.4f}'}"
+        )
+
+
+def plot(report: dict[str, Any], path: Path) -> Path | None:
+    """viability and TTFA p99 vs concurrency; None when matplotlib is missing."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        import matplotlib.ticker
+    except ImportError:
+        print("matplotlib not installed: no plot", file=sys.stderr)
+        return None
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    for r in report["results"]:
+        cs = [row["concurrency"] for row in r["rows"]]
+        (line,) = ax1.plot(cs, [100 * row["viable_share"] for row in r["rows"]], "o-")
+        line.set_label(r["quantization"])
+        ax2.plot(cs, [row["ttfa_p99_ms"] for row in r["rows"]], "o-", label=r["quantization"])
+        if r["roofline"]:
+            streams = r["roofline"]["streams"]
+            ax1.axvline(
+                max(streams, 1), ls=":", color=line.get_color(), label=f"roofline {streams}"
+            )
+    ax1.axhline(100 * VIABLE_SHARE, color="grey", lw=0.8)
+    for ax, label in ((ax1, "streams never underrunning (%)"), (ax2, "TTFA p99 (ms)")):
+        ax.set_xscale("log", base=2)
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%d"))
+        ax.set_xlabel("concurrent streams")
+        ax.set_ylabel(label)
+        ax.legend()
+    title = f"Orpheus-3B on vLLM, {report['gpu']['device']}"
+    fig.suptitle(f"{DRY_RUN_BANNER}\n{title}" if report["dry_run"] else title)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if not args.dry_run:
+        problem = _gpu_problem()
+        if problem:
+            print(f"error: {problem}; use --dry-run on a machine without it", file=sys.stderr)
+            return 1
+    report = run(args)
+    print_report(report)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2))
+    print(f"\nwrote {args.out}")
+    if not args.no_plot and (png := plot(report, args.out.with_suffix(".png"))):
+        print(f"wrote {png}")
+    return 0
+
+
+def _gpu_problem() -> str | None:
+    import importlib.util
+
+    import torch
+
+    if not torch.cuda.is_available():
+        return "no CUDA device"
+    if importlib.util.find_spec("vllm") is None:
+        return "vLLM is not installed (pip install -e '.[vllm]')"
+    return None
+
+
+if __name__ == "__main__":
+    sys.exit(main())
