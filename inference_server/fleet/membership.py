@@ -239,6 +239,10 @@ class RedisMembership:
             if self.connected:
                 logger.warning("redis unreachable, keeping last known membership: %s", exc)
             self.connected = False
+            # Idle pooled connections may be dead sockets of a Redis that restarted: drop
+            # them, or each would fail one later heartbeat before the pool reconnects.
+            with contextlib.suppress(RedisError, OSError):
+                await self._redis.connection_pool.disconnect(inuse_connections=False)
             return
         if not self.connected:
             logger.info("redis reachable: %s registered with %d peers", self.self_id, len(fresh))

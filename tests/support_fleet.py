@@ -1,0 +1,133 @@
+"""A real fleet on 127.0.0.1: one redis-server and N orpheus-server processes sharing it."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+import redis
+from support_redis import RedisServer
+from support_server import ServerProcess, free_port
+
+from inference_server.fleet.proxy import HOP_HEADER
+from inference_server.proto import tts_pb2 as pb
+from inference_server.proto import tts_pb2_grpc as pb_grpc
+
+# Greedy and seeded: every node (same seeded tiny-random weights) speaks the same audio.
+GREEDY = pb.SamplingOptions(temperature=1e-6, seed=7, max_tokens=56)
+HEARTBEAT_S = 1.0  # RedisMembership's default heartbeat
+MAX_CHUNK_CHARS = 40  # one short sentence per generation chunk: a TextProgress per sentence
+
+
+@dataclass
+class Fleet:
+    workdir: Path
+    size: int = 3
+    extra_args: tuple[str, ...] = ()
+    redis: RedisServer = field(init=False)
+    nodes: list[ServerProcess] = field(default_factory=list, init=False)
+
+    def start(self) -> Fleet:
+        self.redis = RedisServer(self.workdir).start()
+        for i in range(self.size):
+            port = free_port()
+            args = (
+                "--redis-url", self.redis.url, "--node-id", f"n{i}",
+                "--advertise", f"127.0.0.1:{port}", "--max-chunk-chars", str(MAX_CHUNK_CHARS),
+                "--drain-grace", "60", *self.extra_args,
+            )  # fmt: skip
+            self.nodes.append(ServerProcess(self.workdir / f"n{i}.log", args, port=port))
+        self.ensure_running()
+        return self
+
+    def ensure_running(self) -> None:
+        """(Re)start dead nodes in parallel on their own ports; wait until all are registered."""
+        dead = [n for n in self.nodes if not n.alive()]
+        for node in dead:
+            node.start(wait=False)
+        for node in dead:
+            node.wait_ready()
+        self.wait_registered()
+
+    def wait_registered(self, timeout_s: float = 10.0) -> float:
+        """Seconds until every live node's registration is in Redis."""
+        t0 = time.monotonic()
+        ids = {self.node_id(n) for n in self.nodes if n.alive()}
+        while time.monotonic() - t0 < timeout_s:
+            if ids <= self.registered():
+                return time.monotonic() - t0
+            time.sleep(0.05)
+        raise TimeoutError(f"nodes {sorted(ids - self.registered())} not registered in Redis")
+
+    def registered(self) -> set[str]:
+        client = redis.Redis(port=self.redis.port, socket_timeout=1)
+        try:
+            return {k.decode().rsplit(":", 1)[1] for k in client.keys("orpheus:node:*")}
+        except redis.ConnectionError:
+            return set()
+        finally:
+            client.close()
+
+    def pin(self, session_id: str, node: ServerProcess) -> None:
+        """Record `node` as the session's sticky owner, as a router would have."""
+        client = redis.Redis(port=self.redis.port)
+        client.set(f"orpheus:session:{session_id}", self.node_id(node), px=60_000)
+        client.close()
+
+    def node_id(self, node: ServerProcess) -> str:
+        return f"n{self.nodes.index(node)}"
+
+    def by_id(self, node_id: str) -> ServerProcess:
+        return self.nodes[int(node_id.removeprefix("n"))]
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.kill()
+        self.redis.stop()
+
+
+def start_request(session_id: str, voice: str = "tara", **kw: object) -> pb.SynthesizeRequest:
+    kw.setdefault("sampling", GREEDY)
+    return pb.SynthesizeRequest(start=pb.SessionStart(session_id=session_id, voice=voice, **kw))
+
+
+def text_requests(text: str) -> list[pb.SynthesizeRequest]:
+    return [
+        pb.SynthesizeRequest(text=pb.TextChunk(text=text)),
+        pb.SynthesizeRequest(end_input=pb.EndInput()),
+    ]
+
+
+async def _requests(msgs: Sequence[pb.SynthesizeRequest]) -> AsyncIterator[pb.SynthesizeRequest]:
+    for msg in msgs:
+        yield msg
+
+
+async def collect(
+    address: str, msgs: Sequence[pb.SynthesizeRequest], metadata: Sequence = ()
+) -> list[pb.SynthesizeResponse]:
+    """All responses of one session (raises grpc.aio.AioRpcError on a failed call)."""
+    async with grpc.aio.insecure_channel(address) as channel:
+        call = pb_grpc.TTSStub(channel).Synthesize(_requests(msgs), metadata=tuple(metadata))
+        return [response async for response in call]
+
+
+async def owner_of(address: str, session_id: str, voice: str) -> str:
+    """Open a session at `address`, read SessionStarted.node_id (who serves it), cancel."""
+    async with grpc.aio.insecure_channel(address) as channel:
+        call = pb_grpc.TTSStub(channel).Synthesize()
+        await call.write(start_request(session_id, voice))
+        first = await asyncio.wait_for(call.read(), 10)
+        call.cancel()
+        return first.started.node_id
+
+
+def audio_of(responses: Sequence[pb.SynthesizeResponse]) -> bytes:
+    return b"".join(r.audio.pcm for r in responses if r.WhichOneof("kind") == "audio")
+
+
+SERVE_HERE = ((HOP_HEADER, "test"),)  # metadata that makes a node serve the call itself

@@ -1,0 +1,136 @@
+"""3 real orpheus-server nodes + a real redis-server: routing, one-hop proxy, Redis outage."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+
+import grpc
+import pytest
+import redis
+from support_fleet import (
+    HEARTBEAT_S,
+    Fleet,
+    audio_of,
+    collect,
+    owner_of,
+    start_request,
+    text_requests,
+)
+
+from inference_server.fleet.nodes import NodeInfo
+from inference_server.fleet.proxy import HOP_HEADER
+
+VOICES = ("tara", "leah", "jess", "leo", "dan", "mia", "zac", "zoe")
+OK = 'orpheus_sessions_total{code="OK"}'
+HOPS = "orpheus_proxy_hops_total"
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
+    f = Fleet(tmp_path_factory.mktemp("fleet")).start()
+    yield f
+    f.stop()
+
+
+async def _foreign_session(fleet: Fleet, entry: int) -> tuple[str, str, str]:
+    """(session id, voice, owner id) of a session that node `entry` does not own."""
+    me = f"n{entry}"
+    for i in range(40):
+        sid, voice = f"route-{entry}-{i}", VOICES[i % len(VOICES)]
+        owner = await owner_of(fleet.nodes[entry].address, sid, voice)
+        if owner != me:
+            return sid, voice, owner
+    raise AssertionError(f"node {me} owned all 40 probe sessions: routing never forwards")
+
+
+async def test_session_sent_to_non_owner_is_served_by_owner_with_same_audio(fleet: Fleet) -> None:
+    entry = fleet.nodes[1]
+    sid, voice, owner_id = await _foreign_session(fleet, 1)
+    owner = fleet.by_id(owner_id)
+    text = text_requests("Hello there. How are you today?")
+    await asyncio.sleep(0.3)  # the probe's cancelled session ends on the owner
+    owner_ok, hops, entry_ok = owner.metric(OK), entry.metric(HOPS), entry.metric(OK)
+
+    fleet.pin(sid, owner)  # the probe released the record; keep the same owner
+    proxied = await collect(entry.address, [start_request(sid, voice), *text])
+    assert proxied[0].started.node_id == owner_id
+    assert proxied[-1].WhichOneof("kind") == "segment_done"
+    assert owner.metric(OK) == owner_ok + 1  # the owner served it...
+    assert entry.metric(HOPS) == hops + 1  # ...through one hop from the entry node...
+    assert entry.metric(OK) == entry_ok  # ...which served nothing itself
+
+    fleet.pin(f"{sid}-direct", owner)
+    direct = await collect(owner.address, [start_request(f"{sid}-direct", voice), *text])
+    assert direct[0].started.node_id == owner_id
+    assert len(audio_of(direct)) > 0
+    assert audio_of(proxied) == audio_of(direct)
+    seqs = [r.audio.sequence for r in proxied if r.WhichOneof("kind") == "audio"]
+    assert seqs == list(range(len(seqs)))
+
+
+async def test_session_without_id_gets_one_assigned_by_the_routing_node(fleet: Fleet) -> None:
+    reply = await collect(fleet.nodes[0].address, [start_request(""), *text_requests("Hi.")])
+    started = reply[0].started
+    assert started.session_id and started.node_id in {"n0", "n1", "n2"}
+
+
+async def test_call_already_forwarded_is_served_where_it_lands(fleet: Fleet) -> None:
+    node = fleet.nodes[2]
+    for i in range(6):  # whatever the ring says, a hop header means "serve here"
+        reply = await collect(
+            node.address,
+            [start_request(f"hop-{i}", VOICES[i]), *text_requests("Hi.")],
+            metadata=((HOP_HEADER, "n0"),),
+        )
+        assert reply[0].started.node_id == "n2"
+
+
+async def test_unknown_model_is_not_found_across_the_fleet(fleet: Fleet) -> None:
+    for _ in range(5):  # grpc/grpc#36066: a racing client write may mask the server's status
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await collect(fleet.nodes[0].address, [start_request("m1", model="nope")])
+        if err.value.details() != "Internal error from Core":
+            break
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    assert "not served by any node" in err.value.details()
+
+
+async def test_redis_outage_keeps_sessions_and_routing_then_nodes_reregister(fleet: Fleet) -> None:
+    entry = fleet.nodes[0]
+    known = {}
+    for i, voice in enumerate(VOICES[:4]):
+        known[(f"outage-{i}", voice)] = await owner_of(entry.address, f"outage-{i}", voice)
+    live = asyncio.create_task(
+        collect(
+            entry.address,
+            [start_request("outage-live"), *text_requests("One. Two is here. Three again.")],
+        )
+    )
+    await asyncio.sleep(0.5)
+    fleet.redis.stop()
+    try:
+        # new sessions while Redis is down: still routed by the last known ring, and served
+        served = set()
+        for i, voice in enumerate(VOICES):
+            reply = await collect(
+                entry.address, [start_request(f"down-{i}", voice), *text_requests("Hi.")]
+            )
+            assert reply[-1].WhichOneof("kind") == "segment_done"
+            served.add(reply[0].started.node_id)
+        assert len(served) > 1, f"without Redis every session stayed on {served}"
+        done = await live
+        assert done[-1].WhichOneof("kind") == "segment_done"  # the live session finished
+    finally:
+        fleet.redis.start()
+    t0 = time.monotonic()
+    elapsed = fleet.wait_registered(timeout_s=10)
+    print(f"\nall 3 nodes re-registered {time.monotonic() - t0:.2f}s after Redis came back")
+    assert elapsed <= 2 * HEARTBEAT_S + 0.5
+    assert all(n.alive() for n in fleet.nodes)
+    client = redis.Redis(port=fleet.redis.port)
+    info = NodeInfo.from_json(client.get("orpheus:node:n1"))
+    client.close()
+    assert info.address == fleet.nodes[1].address and info.models == ("tiny-random",)
+    assert info.role == "inference" and not info.draining and info.capacity > 0
