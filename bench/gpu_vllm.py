@@ -30,7 +30,6 @@ from typing import Any
 
 import numpy as np
 
-from inference_server.engine.model_loading import bundled_tokenizer_file
 from inference_server.engine.vllm_engine import VllmEngineConfig, engine_args
 from inference_server.orpheus import tokens as T
 
@@ -242,6 +241,8 @@ def write_checkpoint(directory: Path, dims: dict[str, Any] = ORPHEUS_3B, seed: i
 
 def write_config(directory: Path, dims: dict[str, Any] = ORPHEUS_3B) -> dict[str, Any]:
     """config.json plus the bundled Llama-3.2 tokenizer; returns the config."""
+    from inference_server.engine.model_loading import bundled_tokenizer_file  # imports torch
+
     config = llama_config(dims)
     (directory / "config.json").write_text(json.dumps(config, indent=1))
     shutil.copyfile(bundled_tokenizer_file(), directory / "tokenizer.json")
