@@ -24,7 +24,7 @@ from livekit.plugins import silero
 from agent.config import AgentConfig
 from agent.latency import TurnLatencyTracker
 from agent.personas import Persona, PersonaError, load_personas, select_persona
-from agent.pipeline import PersonaAgent, build_session, build_stt
+from agent.pipeline import PersonaAgent, build_session, build_stt, turn_handling
 from agent.turn_audio import TurnAudioSink
 
 logger = logging.getLogger("orpheus-agent")
@@ -93,7 +93,9 @@ def _console_text_mode() -> bool:
 async def run_text_mode(config: AgentConfig, persona: Persona) -> None:
     """A session with no room, microphone or VAD: stdin lines are the user's turns."""
     wav_dir = config.wav_dir or Path("agent-turns")
-    session = build_session(config, persona, vad_model=None, stt_model=None)
+    options = turn_handling(config)
+    options["turn_detection"] = "manual"  # typed turns: nothing to detect
+    session = build_session(config, persona, vad_model=None, stt_model=None, turn_options=options)
     sink = TurnAudioSink(wav_dir=wav_dir, realtime=False)
     session.output.audio = sink
     tracker = TurnLatencyTracker(budget_s=config.budget_s)
