@@ -19,6 +19,7 @@ import argparse
 import asyncio
 import json
 import math
+import os
 import shutil
 import sys
 import tempfile
@@ -348,6 +349,7 @@ def summarize(concurrency: int, traces: Sequence[StreamTrace], wall_s: float) ->
     ms = lambda xs: [1000 * x for x in xs]  # noqa: E731
     ttfa = ms([t.deliveries[0][0] - t.start for t in traces if t.deliveries])
     ttft = ms([t.first_token - t.start for t in traces if t.first_token is not None])
+    first_frame = ms([t.first_frame - t.start for t in traces if t.first_frame is not None])
     rates = [
         (t.tokens - 1) / (t.last_token - t.first_token)
         for t in traces
@@ -363,6 +365,8 @@ def summarize(concurrency: int, traces: Sequence[StreamTrace], wall_s: float) ->
         "ttfa_p99_ms": pct(ttfa, 99),
         "ttft_p50_ms": pct(ttft, 50),
         "ttft_p99_ms": pct(ttft, 99),
+        "first_frame_p50_ms": pct(first_frame, 50),
+        "first_frame_p99_ms": pct(first_frame, 99),
         "tokens_per_s_per_stream_p50": pct(rates, 50),
         "tokens_per_s_per_stream_min": min(rates, default=None),
         "aggregate_tokens_per_s": sum(t.tokens for t in traces) / wall_s,
@@ -436,12 +440,17 @@ def audio_codes(token_ids: Sequence[int]) -> np.ndarray:
 async def run_stream(
     engine: Any, batcher: Any, request: Any, clock: Callable[[], float]
 ) -> StreamTrace:
-    """Generate one stream and decode it as the product does; record its timeline."""
+    """Generate one stream and decode it as the product does; record its timeline.
+
+    Tokens are read on their own task so their timestamps are the engine's, not delayed
+    by this stream's decodes (vLLM keeps generating and merges deltas meanwhile).
+    """
     from inference_server.codec.stream_decoder import SnacStreamDecoder
 
     trace = StreamTrace(start=clock())
+    frames: asyncio.Queue[np.ndarray | None] = asyncio.Queue()
+    reader = asyncio.create_task(read_frames(engine, request, clock, trace, frames))
     decoder = SnacStreamDecoder(clock=clock)
-    pending: list[int] = []
 
     async def deliver(windows: list[Any]) -> None:
         for window in windows:
@@ -449,21 +458,40 @@ async def run_stream(
             await batcher.decode(window, lead if trace.deliveries else -math.inf)
             trace.deliveries.append((clock(), window.emitted_frames))
 
-    async for ids in engine.generate(request):
-        now = clock()
-        if trace.first_token is None:
-            trace.first_token = now
-        trace.last_token, trace.tokens = now, trace.tokens + len(ids)
-        pending += ids
-        cut = len(pending) - len(pending) % T.FRAME_TOKENS
-        if cut:
-            frames = audio_codes(pending[:cut]).reshape(-1, T.FRAME_TOKENS)
-            pending = pending[cut:]
-            if trace.first_frame is None:
-                trace.first_frame = now
-            await deliver(decoder.push(frames))
-    await deliver(decoder.finish())
+    try:
+        while (batch := await frames.get()) is not None:
+            await deliver(decoder.push(batch))
+        await deliver(decoder.finish())
+    finally:
+        reader.cancel()  # a no-op once it finished; aborts the request on error
+    await asyncio.gather(reader, return_exceptions=True)
     return trace
+
+
+async def read_frames(
+    engine: Any,
+    request: Any,
+    clock: Callable[[], float],
+    trace: StreamTrace,
+    out: asyncio.Queue[np.ndarray | None],
+) -> None:
+    """Engine tokens -> whole frames of codes on `out`; None at the end."""
+    pending: list[int] = []
+    try:
+        async for ids in engine.generate(request):
+            now = clock()
+            if trace.first_token is None:
+                trace.first_token = now
+            trace.last_token, trace.tokens = now, trace.tokens + len(ids)
+            pending += ids
+            cut = len(pending) - len(pending) % T.FRAME_TOKENS
+            if cut:
+                out.put_nowait(audio_codes(pending[:cut]).reshape(-1, T.FRAME_TOKENS))
+                pending = pending[cut:]
+                if trace.first_frame is None:
+                    trace.first_frame = now
+    finally:
+        out.put_nowait(None)
 
 
 async def run_level(
@@ -479,7 +507,7 @@ async def run_level(
         request = GenerationRequest(
             request_id=f"bench-{c}-{i}-{time.monotonic_ns()}",
             prompt_ids=prompts[i % len(prompts)],
-            sampling=SamplingConfig(seed=i, max_tokens=max(2800, frames * T.FRAME_TOKENS)),
+            sampling=SamplingConfig(max_tokens=max(2800, frames * T.FRAME_TOKENS)),
             max_new_tokens=frames * T.FRAME_TOKENS,
         )
         return await run_stream(engine, batcher, request, clock)
@@ -511,6 +539,7 @@ async def measure(
         return rows
     finally:
         await engine.close()
+        await asyncio.sleep(2)  # let the engine-core process exit and free GPU memory
 
 
 TEXT = "I was just thinking about you, and I wanted to say thanks for last night."
@@ -523,7 +552,7 @@ def _quick(args: argparse.Namespace) -> argparse.Namespace:
 def engine_config(model_dir: Path, quantization: str, args: argparse.Namespace) -> VllmEngineConfig:
     return VllmEngineConfig(
         model=str(model_dir),
-        max_model_len=2048,
+        max_model_len=max(1024, 256 * math.ceil((256 + 7 * frames_per_stream(args)) / 256)),
         quantization=QUANTIZATIONS[quantization],
         enable_lora=False,
         max_num_seqs=max(args.concurrency),
@@ -629,6 +658,8 @@ async def measure_all(
     from inference_server.codec.snac_decoder import SnacDecoder
     from inference_server.codec.snac_model import load_snac
 
+    # CUDA is initialised in this process (SNAC, device name): vLLM's workers must spawn.
+    os.environ.setdefault("VLLM_WORKER_MULTIPROC_METHOD", "spawn")
     async with SnacDecodeBatcher(SnacDecoder(load_snac("random", device="cuda"))) as batcher:
         for result in results:
             print(f"{result['quantization']}: starting vLLM ...", flush=True)

@@ -36,11 +36,14 @@ class SnacDecodeBatcher:
     that have seconds of audio buffered.
     """
 
-    def __init__(self, decoder: SnacDecoder, *, max_batch_windows: int = 64) -> None:
+    def __init__(
+        self, decoder: SnacDecoder, *, max_batch_windows: int = 64, max_batch_frames: int = 96
+    ) -> None:
         if max_batch_windows < 1:
             raise ValueError(f"max_batch_windows must be >= 1, got {max_batch_windows}")
         self.decoder = decoder
         self.max_batch_windows = max_batch_windows
+        self.max_batch_frames = max_batch_frames
         self.batches = 0  # decode calls made
         self.windows = 0  # windows decoded
         self._queue: list[_Job] = []
@@ -86,10 +89,23 @@ class SnacDecodeBatcher:
         await self.close()
 
     def _next_batch(self) -> list[_Job]:
-        """Take the urgent jobs if any (lowest slack first), else up to a full batch."""
+        """The most urgent jobs first: first audio, then near-underrun, then everything.
+
+        A call is capped at `max_batch_frames` so an urgent window that arrives while a
+        batch decodes waits for at most one bounded call.
+        """
         live = sorted((j for j in self._queue if not j.future.done()), key=lambda j: j.slack_ms)
+        first_audio = [j for j in live if j.slack_ms == float("-inf")]
         urgent = [j for j in live if j.slack_ms < URGENT_SLACK_MS]
-        jobs = (urgent or live)[: self.max_batch_windows]
+        jobs, frames = [], 0
+        for job in first_audio or urgent or live:
+            if jobs and (
+                len(jobs) >= self.max_batch_windows
+                or frames + job.window.num_frames > self.max_batch_frames
+            ):
+                break
+            jobs.append(job)
+            frames += job.window.num_frames
         taken = {id(j) for j in jobs}
         self._queue = [j for j in live if id(j) not in taken]
         return jobs

@@ -103,12 +103,27 @@ class TorchEngine(Engine):
             self._incoming.append(live)
         self._wake.set()
         try:
-            while (item := await live.out.get()) is not None:
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
+            while (tokens := await self._drain(live)) is not None:
+                yield tokens
         finally:
             self.abort(request.request_id)
+
+    @staticmethod
+    async def _drain(live: _Live) -> list[int] | None:
+        """Every token produced since the last call (a slow consumer gets them in one go)."""
+        tokens: list[int] = []
+        item = await live.out.get()
+        while True:
+            if isinstance(item, BaseException):
+                raise item
+            if item is None:
+                if tokens:
+                    live.out.put_nowait(None)  # end of stream: report it on the next call
+                return tokens or None
+            tokens += item
+            if live.out.empty():
+                return tokens
+            item = live.out.get_nowait()
 
     def abort(self, request_id: str) -> None:
         live = self._live.pop(request_id, None)
