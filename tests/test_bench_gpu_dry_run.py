@@ -161,3 +161,27 @@ def test_underrun_is_audio_arriving_after_the_buffer_ran_dry() -> None:
     assert G.StreamTrace(0.0).underran()  # no audio at all never counts as viable
     row = G.summarize(2, [on_time, late], wall_s=3.0)
     assert row["viable_share"] == 0.5 and math.isclose(row["ttfa_p50_ms"], 1000.0)
+
+
+async def test_measuring_path_runs_on_the_torch_engine() -> None:
+    """The GPU run's per-stream path (engine -> frames -> SnacStreamDecoder -> batcher)."""
+    from inference_server.codec.decode_batcher import SnacDecodeBatcher
+    from inference_server.codec.snac_decoder import SnacDecoder
+    from inference_server.codec.snac_model import load_snac
+    from inference_server.engine.model_loading import load_causal_lm, load_tokenizer
+    from inference_server.engine.torch_engine import TorchEngine
+    from inference_server.orpheus.prompt import build_prompt
+
+    args = G.parse_args(["--concurrency", "2", "--seconds-per-stream", "0.4", "--ramp-s", "0"])
+    prompt = build_prompt(load_tokenizer("tiny-random"), "tara", G.TEXT)
+    engine = TorchEngine(load_causal_lm("tiny-random"))
+    await engine.start()
+    try:
+        async with SnacDecodeBatcher(SnacDecoder(load_snac("random"))) as batcher:
+            row = await G.run_level(engine, batcher, [prompt], args, 2)
+    finally:
+        await engine.close()
+    frames = G.frames_per_stream(args)
+    assert row["streams"] == 2 and row["audio_s_per_wall_s"] > 0
+    assert row["aggregate_tokens_per_s"] * row["wall_s"] == pytest.approx(2 * 7 * frames)
+    assert 0 < row["ttft_p50_ms"] <= row["first_frame_p50_ms"] <= row["ttfa_p50_ms"]
