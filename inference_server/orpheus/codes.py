@@ -89,4 +89,6 @@ def codes_to_frames(l0: np.ndarray, l1: np.ndarray, l2: np.ndarray) -> np.ndarra
 def frames_to_token_ids(frames: np.ndarray) -> list[int]:
     """Frames (n, 7) of codes -> the flat audio token ids the model emits."""
     offsets = T.AUDIO_TOKEN_BASE + np.arange(T.FRAME_TOKENS) * T.CODEBOOK_SIZE
-    return (np.asarray(frames, dtype=np.int64).reshape(-1, T.FRAME_TOKENS) + offsets).ravel().tolist()
+    return (
+        (np.asarray(frames, dtype=np.int64).reshape(-1, T.FRAME_TOKENS) + offsets).ravel().tolist()
+    )
