@@ -10,7 +10,8 @@ import pytest
 from livekit.agents import APIConnectionError, APIConnectOptions, APIStatusError, tts
 from livekit.agents.metrics import TTSMetrics
 from livekit.plugins import orpheus
-from plugin_support import ScriptedLLM, free_port
+from plugin_support import ScriptedLLM
+from support_server import free_port
 
 SAMPLE_RATE = 24000
 MAX_TOKENS = 140  # 20 frames: keeps each CPU generation short

@@ -1,0 +1,36 @@
+"""Fixtures shared by every test package: real orpheus-server processes on 127.0.0.1."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from support_server import ServerProcess, free_port
+
+
+@pytest.fixture
+def server_factory(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
+    """Start nodes on fresh ports (`start=False` only reserves one); all stop at teardown."""
+    started: list[ServerProcess] = []
+
+    def make(*extra_args: str, port: int | None = None, start: bool = True) -> ServerProcess:
+        server = ServerProcess(
+            tmp_path / f"server-{len(started)}.log",
+            extra_args=extra_args,
+            port=port or free_port(),
+        )
+        started.append(server)
+        return server.start() if start else server
+
+    yield make
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def orpheus_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """One tiny-random node shared by a test module."""
+    server = ServerProcess(tmp_path_factory.mktemp("server") / "server.log").start()
+    yield server
+    server.stop()
