@@ -51,6 +51,16 @@ def build_engine(config: ServerConfig, registry: VoiceRegistry) -> tuple[Engine,
     return engine, load_tokenizer(config.model)
 
 
+# Peers restart within seconds: reconnect quickly instead of gRPC's default backoff (up to
+# two minutes), during which every forward to a restarted peer would fail at once.
+PEER_CHANNEL_OPTIONS = (
+    ("grpc.initial_reconnect_backoff_ms", 200),
+    ("grpc.min_reconnect_backoff_ms", 200),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+    ("grpc.max_receive_message_length", -1),
+)
+
+
 @dataclass
 class Fleet:
     """This node's view of the fleet and the parts that route sessions through it."""
@@ -94,7 +104,7 @@ def build_fleet(
 
     proxy = StreamProxy(
         me.node_id,
-        channel_options=[("grpc.max_receive_message_length", -1)],
+        channel_options=PEER_CHANNEL_OPTIONS,
         cluster_secret=cfg.cluster_secret,
     )
     routing = FleetRouting(

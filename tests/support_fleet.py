@@ -52,6 +52,8 @@ class Fleet:
         for node in dead:
             node.wait_ready()
         self.wait_registered()
+        if dead:
+            time.sleep(2 * HEARTBEAT_S)  # every peer has polled the newcomers in
 
     def wait_registered(self, timeout_s: float = 10.0) -> float:
         """Seconds until every live node's registration is in Redis."""
@@ -131,3 +133,23 @@ def audio_of(responses: Sequence[pb.SynthesizeResponse]) -> bytes:
 
 
 SERVE_HERE = ((HOP_HEADER, "test"),)  # metadata that makes a node serve the call itself
+
+
+async def refusal(address: str, request: pb.SynthesizeRequest) -> grpc.aio.AioRpcError:
+    """The error a node answers `request` with (the session must be refused at start).
+
+    grpc/grpc#36066: a client write racing the server's abort can replace its status with
+    "INTERNAL: Internal error from Core", which never comes from our server: retry then.
+    """
+    last: grpc.aio.AioRpcError | None = None
+    for _ in range(5):
+        try:
+            await collect(address, [request])
+        except grpc.aio.AioRpcError as err:
+            last = err
+            if err.details() != "Internal error from Core":
+                break
+        else:
+            raise AssertionError(f"{address} accepted {request}")
+    assert last is not None
+    return last
