@@ -37,7 +37,7 @@ class SnacDecodeBatcher:
     """
 
     def __init__(
-        self, decoder: SnacDecoder, *, max_batch_windows: int = 64, max_batch_frames: int = 96
+        self, decoder: SnacDecoder, *, max_batch_windows: int = 64, max_batch_frames: int = 32
     ) -> None:
         if max_batch_windows < 1:
             raise ValueError(f"max_batch_windows must be >= 1, got {max_batch_windows}")

@@ -46,12 +46,19 @@ class TorchEngine(Engine):
         max_batch: int = 64,
         max_prefills_per_step: int = 4,
         lora: LoraAdapterCache | None = None,
+        threads: int | None = 1,
     ) -> None:
+        """`threads`: intra-op threads of the step thread (None = torch's default).
+
+        One is right on CPU: a decode step is many small ops, and a second OpenMP thread
+        fighting the SNAC decoder's threads for the same cores costs more than it gives.
+        """
         self._base_model = model
         self._lora = lora
         self._device = next(model.parameters()).device
         self._max_batch = max_batch
         self._max_prefills = max_prefills_per_step
+        self._threads = threads
         self._lock = threading.Lock()
         self._incoming: deque[_Live] = deque()
         self._aborted: set[str] = set()
@@ -76,7 +83,10 @@ class TorchEngine(Engine):
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="torch-engine")
+        init = (torch.set_num_threads, (self._threads,)) if self._threads else (None, ())
+        self._executor = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="torch-engine", initializer=init[0], initargs=init[1]
+        )
         self._task = asyncio.create_task(self._run(), name="torch-engine-loop")
 
     async def close(self) -> None:
