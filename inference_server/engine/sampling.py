@@ -54,21 +54,23 @@ def _legal_ids(rows: Sequence[RowSampler]) -> torch.Tensor:
 def sample_audio_tokens(logits: torch.Tensor, rows: Sequence[RowSampler]) -> list[int]:
     """Sample one legal token per row from last-position logits of shape (B, vocab)."""
     ids = _legal_ids(rows)
-    sub = logits.float().gather(1, ids.to(logits.device)).cpu()
-    for i, row in enumerate(rows):
-        # The stop token is legal only at a frame boundary, after at least one frame.
-        if row.audio_step % T.FRAME_TOKENS or row.audio_step == 0:
-            sub[i, -1] = float("-inf")
-        penalty = row.config.repetition_penalty
-        if penalty != 1.0:
-            seen = row.seen[ids[i, :-1] - T.AUDIO_TOKEN_BASE]
-            vals = sub[i, :-1]
-            sub[i, :-1] = torch.where(
-                seen, torch.where(vals > 0, vals / penalty, vals * penalty), vals
-            )
+    scores = logits.float().gather(1, ids.to(logits.device)).cpu()
+    steps = torch.tensor([r.audio_step for r in rows])
+    # The stop token is legal only at a frame boundary, after at least one frame.
+    scores[:, -1].masked_fill_((steps % T.FRAME_TOKENS != 0) | (steps == 0), float("-inf"))
+    penalty = torch.tensor([r.config.repetition_penalty for r in rows])[:, None]
+    seen = torch.stack([r.seen for r in rows]).gather(1, ids[:, :-1] - T.AUDIO_TOKEN_BASE)
+    codes = scores[:, :-1]
+    scores[:, :-1] = torch.where(
+        seen, torch.where(codes > 0, codes / penalty, codes * penalty), codes
+    )
+    probs = _nucleus_probs(scores, rows)
     out = []
     for i, row in enumerate(rows):
-        choice = _pick(sub[i], row)
+        if row.config.greedy:
+            choice = int(torch.argmax(scores[i]))
+        else:
+            choice = int(torch.multinomial(probs[i], 1, generator=row.generator))
         token = int(ids[i, choice])
         if token != T.END_OF_SPEECH:
             row.seen[token - T.AUDIO_TOKEN_BASE] = True
@@ -77,15 +79,11 @@ def sample_audio_tokens(logits: torch.Tensor, rows: Sequence[RowSampler]) -> lis
     return out
 
 
-def _pick(scores: torch.Tensor, row: RowSampler) -> int:
-    cfg = row.config
-    if cfg.greedy:
-        return int(torch.argmax(scores))
-    probs = torch.softmax(scores / cfg.temperature, dim=-1)
-    if cfg.top_p < 1.0:
-        sorted_probs, order = torch.sort(probs, descending=True)
-        keep = torch.cumsum(sorted_probs, dim=-1) - sorted_probs < cfg.top_p
-        sorted_probs = torch.where(keep, sorted_probs, torch.zeros_like(sorted_probs))
-        pick = torch.multinomial(sorted_probs, 1, generator=row.generator)
-        return int(order[pick])
-    return int(torch.multinomial(probs, 1, generator=row.generator))
+def _nucleus_probs(scores: torch.Tensor, rows: Sequence[RowSampler]) -> torch.Tensor:
+    """Temperature-scaled probabilities with everything outside each row's top-p zeroed."""
+    temperature = torch.tensor([max(r.config.temperature, 1e-5) for r in rows])[:, None]
+    top_p = torch.tensor([r.config.top_p for r in rows])[:, None]
+    probs = torch.softmax(scores / temperature, dim=-1)
+    sorted_probs, order = torch.sort(probs, dim=-1, descending=True)
+    drop = torch.cumsum(sorted_probs, dim=-1) - sorted_probs >= top_p
+    return probs.scatter(1, order, sorted_probs.masked_fill(drop, 0.0))
