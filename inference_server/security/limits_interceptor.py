@@ -79,19 +79,17 @@ class SessionLimitsInterceptor(grpc.aio.ServerInterceptor):
         if handler is None or handler_call_details.method != SYNTHESIZE:
             return handler
         label = caller_label(handler_call_details.invocation_metadata)
-        if (
-            not self.max_session_seconds
-            and not self.max_segment_chars
-            and (label is None or not self.quota.max_per_key)
-        ):
-            return handler
+        # Requests arrive as bytes and are decoded in `_checked`, so a malformed message is
+        # INVALID_ARGUMENT naming the problem rather than gRPC's opaque deserialization error.
         return grpc.stream_stream_rpc_method_handler(
-            self._limited(handler.stream_stream, label),
-            request_deserializer=handler.request_deserializer,
+            self._limited(handler.stream_stream, handler.request_deserializer, label),
+            request_deserializer=None,
             response_serializer=handler.response_serializer,
         )
 
-    def _limited(self, behavior: Callable, label: str | None) -> Callable:
+    def _limited(
+        self, behavior: Callable, decode: Callable[[bytes], object], label: str | None
+    ) -> Callable:
         async def limited(
             request_iterator: AsyncIterator[object], context: grpc.aio.ServicerContext
         ) -> AsyncIterator[object]:
@@ -103,7 +101,7 @@ class SessionLimitsInterceptor(grpc.aio.ServerInterceptor):
                     f"(max_sessions_per_key={self.quota.max_per_key})",
                 )
             try:
-                requests = self._checked(request_iterator)
+                requests = self._checked(request_iterator, decode)
                 async for response in self._within_deadline(behavior(requests, context)):
                     yield response
             except TimeoutError:
@@ -134,10 +132,19 @@ class SessionLimitsInterceptor(grpc.aio.ServerInterceptor):
                 return
             yield response
 
-    async def _checked(self, requests: AsyncIterator[object]) -> AsyncIterator[object]:
-        """The client's requests, refusing a segment whose text outgrows max_segment_chars."""
+    async def _checked(
+        self, raw_requests: AsyncIterator[bytes], decode: Callable[[bytes], object]
+    ) -> AsyncIterator[object]:
+        """The client's requests decoded, refusing a segment that outgrows max_segment_chars."""
         segment_chars = 0
-        async for request in requests:
+        async for raw in raw_requests:
+            try:
+                request = decode(raw)
+            except Exception as exc:
+                raise RpcError(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"malformed SynthesizeRequest ({len(raw)} bytes): {exc}",
+                ) from None
             kind = request.WhichOneof("kind")
             if kind == "text":
                 segment_chars += len(request.text.text)

@@ -51,6 +51,11 @@ class PlaybackClock:
         return self._sent_ms - 1000.0 * (time.perf_counter() - self._first_audio)
 
 
+# Engine request ids are unique per process, not per session: a session id reused right
+# after its previous session was aborted must not collide with that request's pending abort.
+_REQUEST_NUMBERS = itertools.count()
+
+
 class SessionInputError(ValueError):
     """The client broke the session protocol (bad segment ids, text after end...)."""
 
@@ -92,8 +97,8 @@ class SynthesisSession:
         self._options = options
         self._segments: deque[SegmentText] = deque()
         self._open: SegmentText | None = None
+        self._silent_tail: SegmentText | None = None
         self._segment_numbers = itertools.count()
-        self._request_numbers = itertools.count()
         self._ended = False
         self._chars = 0
         self._changed = asyncio.Event()
@@ -121,7 +126,10 @@ class SynthesisSession:
         if self._open is not None and self._open.text.strip():
             self._open.close()
         elif self._open is not None:
-            self._segments.remove(self._open)  # an empty trailing segment was never flushed
+            # An empty trailing segment was never flushed: it ends without a SegmentDone.
+            # Closed rather than removed: the speaker may already be waiting on it.
+            self._open.close()
+            self._silent_tail = self._open
         self._open = None
         self._ended = True
         self._changed.set()
@@ -200,13 +208,14 @@ class SynthesisSession:
             context = self._context(span.text, chunk)
             yield ProgressOut(segment.segment_id, span.end)
         metrics.head_silence_trimmed_ms = trimmer.trimmed_ms
-        yield SegmentOut(segment.segment_id, metrics)
+        if segment is not self._silent_tail:
+            yield SegmentOut(segment.segment_id, metrics)
 
     async def _speak_chunk(
         self, chunk: _ChunkRun, context: ContinuityContext | None
     ) -> AsyncIterator[np.ndarray]:
         request = GenerationRequest(
-            request_id=f"{self.session_id}/{next(self._request_numbers)}",
+            request_id=f"{self.session_id}/{next(_REQUEST_NUMBERS)}",
             prompt_ids=build_prompt(self._tokenizer, self.voice.name, chunk.text, context),
             sampling=self._sampling,
             max_new_tokens=token_budget(chunk.text, self._sampling, self._options.tokens_per_char),
