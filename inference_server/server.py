@@ -47,6 +47,7 @@ def build_engine(config: ServerConfig, registry: VoiceRegistry) -> tuple[Engine,
     lora = LoraAdapterCache(
         model, config.max_loras, locate=lambda name: registry.resolve(name).adapter_path
     )
+    registry.add_listener(lora.invalidate)  # a retrained voice is reloaded on next use
     engine = TorchEngine(model, max_batch=config.max_batch, lora=lora)
     return engine, load_tokenizer(config.model)
 
