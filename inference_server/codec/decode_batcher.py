@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from .snac_decoder import SnacDecoder
 from .stream_decoder import DecodeWindow
@@ -37,20 +38,39 @@ class SnacDecodeBatcher:
     """
 
     def __init__(
-        self, decoder: SnacDecoder, *, max_batch_windows: int = 64, max_batch_frames: int = 32
+        self,
+        decoder: SnacDecoder,
+        *,
+        max_batch_windows: int = 64,
+        max_batch_frames: int = 32,
+        workers: int = 2,
+        threads_per_worker: int = 1,
     ) -> None:
+        """`workers` calls may decode at once, each on `threads_per_worker` intra-op threads.
+
+        Two single-threaded workers keep both cores of a small CPU busy when the engine
+        idles, where one two-threaded call leaves a core waiting on every small op.
+        """
         if max_batch_windows < 1:
             raise ValueError(f"max_batch_windows must be >= 1, got {max_batch_windows}")
+        if workers < 1:
+            raise ValueError(f"workers must be >= 1, got {workers}")
         self.decoder = decoder
         self.max_batch_windows = max_batch_windows
         self.max_batch_frames = max_batch_frames
         self.batches = 0  # decode calls made
         self.windows = 0  # windows decoded
         self._queue: list[_Job] = []
-        self._inflight: list[_Job] = []
+        self._inflight: dict[int, list[_Job]] = {}
         self._wakeup = asyncio.Event()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="snac-decode")
-        self._worker: asyncio.Task[None] | None = None
+        self._executor = ThreadPoolExecutor(
+            max_workers=workers,
+            thread_name_prefix="snac-decode",
+            initializer=torch.set_num_threads,
+            initargs=(threads_per_worker,),
+        )
+        self._workers = workers
+        self._worker: list[asyncio.Task[None]] | None = None
         self._closed = False
 
     def start(self) -> None:
@@ -58,7 +78,11 @@ class SnacDecodeBatcher:
         if self._closed:
             raise RuntimeError("SnacDecodeBatcher is closed")
         if self._worker is None:
-            self._worker = asyncio.get_running_loop().create_task(self._run(), name="snac-decode")
+            loop = asyncio.get_running_loop()
+            self._worker = [
+                loop.create_task(self._run(i), name=f"snac-decode-{i}")
+                for i in range(self._workers)
+            ]
 
     async def decode(self, window: DecodeWindow, slack_ms: float = 0.0) -> np.ndarray:
         """Decoded float32 samples of `window` (only the kept range)."""
@@ -69,13 +93,15 @@ class SnacDecodeBatcher:
         return await future
 
     async def close(self) -> None:
-        """Stop the worker; pending decodes fail with RuntimeError."""
+        """Stop the workers; pending decodes fail with RuntimeError."""
         self._closed = True
-        if self._worker is not None:
-            self._worker.cancel()
+        for worker in self._worker or ():
+            worker.cancel()
+        for worker in self._worker or ():
             with contextlib.suppress(asyncio.CancelledError):
-                await self._worker
-        for job in [*self._inflight, *self._queue]:
+                await worker
+        inflight = [job for jobs in self._inflight.values() for job in jobs]
+        for job in [*inflight, *self._queue]:
             if not job.future.done():
                 job.future.set_exception(RuntimeError("SnacDecodeBatcher closed"))
         self._queue.clear()
@@ -110,7 +136,7 @@ class SnacDecodeBatcher:
         self._queue = [j for j in live if id(j) not in taken]
         return jobs
 
-    async def _run(self) -> None:
+    async def _run(self, worker: int) -> None:
         loop = asyncio.get_running_loop()
         while True:
             await self._wakeup.wait()
@@ -120,7 +146,7 @@ class SnacDecodeBatcher:
                 self._wakeup.clear()
             if not jobs:
                 continue
-            self._inflight = jobs
+            self._inflight[worker] = jobs  # kept on cancellation so close() fails these waiters
             windows = [job.window for job in jobs]
             try:
                 results = await loop.run_in_executor(
@@ -130,9 +156,9 @@ class SnacDecodeBatcher:
                 for job in jobs:
                     if not job.future.done():
                         job.future.set_exception(exc)
-                self._inflight = []
+                self._inflight.pop(worker, None)
                 continue
-            self._inflight = []  # kept on cancellation so close() can fail these waiters
+            self._inflight.pop(worker, None)
             self.batches += 1
             self.windows += len(jobs)
             for job, pcm in zip(jobs, results, strict=True):

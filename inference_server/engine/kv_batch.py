@@ -27,7 +27,15 @@ class PaddedKVBatch:
 
     def add(self, cache: DynamicCache, prompt_len: int) -> None:
         """Append one row whose (batch-1) cache holds `prompt_len` tokens."""
-        new = [(layer.keys, layer.values) for layer in cache.layers]
+        self.add_layers([(layer.keys, layer.values) for layer in cache.layers], prompt_len)
+
+    def row_layers(self, row: int) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], int]:
+        """One row's KV without padding (its real tokens are the trailing columns)."""
+        n = self.positions[row]
+        return [(k[row : row + 1, :, -n:], v[row : row + 1, :, -n:]) for k, v in self._layers], n
+
+    def add_layers(self, new: list[tuple[torch.Tensor, torch.Tensor]], prompt_len: int) -> None:
+        """Append one row given as per-layer (keys, values) of `prompt_len` tokens."""
         new_mask = torch.ones((1, prompt_len), dtype=torch.bool)
         if self.size == 0:
             self._layers, self._mask = new, new_mask

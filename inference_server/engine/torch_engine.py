@@ -1,9 +1,12 @@
 """Continuous-batching Orpheus engine on plain transformers (CPU or GPU).
 
-One step = prefill of newly arrived requests (they go first: time to first audio),
-then ONE forward pass that advances every live request by a token. Requests join
-and leave between steps; the model runs in a single worker thread so the event
-loop never blocks.
+Requests join and leave between steps; the model runs in a single worker thread so
+the event loop never blocks. Streaming-aware: a request's prefill and first frames
+(until it has `ttfa_tokens`, enough for the decoder's first window) run in a small
+*fresh* batch that goes first every step; established streams, which already have
+audio buffered at their listener, advance together in the *steady* batch and may
+skip up to `max_steady_skips` consecutive steps while fresh requests race to their
+first audio. Then they graduate into the steady batch.
 """
 
 from __future__ import annotations
@@ -28,6 +31,29 @@ from .sampling import RowSampler, sample_audio_tokens
 log = logging.getLogger(__name__)
 
 
+class _Lane:
+    """Rows that advance together: one padded KV batch, one forward pass per step."""
+
+    def __init__(self) -> None:
+        self.rows: list[_Live] = []
+        self.kv = PaddedKVBatch()
+
+    def __bool__(self) -> bool:
+        return any(not live.done for live in self.rows)
+
+    def keep(self, keep: list[int]) -> None:
+        if len(keep) != len(self.rows):
+            self.rows = [self.rows[i] for i in keep]
+            self.kv.keep(keep)
+
+    def move(self, rows: list[int], other: _Lane) -> None:
+        """Hand `rows` over to `other` (their KV cache goes with them)."""
+        for i in rows:
+            other.kv.add_layers(*self.kv.row_layers(i))
+            other.rows.append(self.rows[i])
+        self.keep([i for i in range(len(self.rows)) if i not in rows])
+
+
 @dataclass(eq=False, slots=True)
 class _Live:
     request: GenerationRequest
@@ -47,6 +73,8 @@ class TorchEngine(Engine):
         max_prefills_per_step: int = 4,
         lora: LoraAdapterCache | None = None,
         threads: int | None = 1,
+        ttfa_tokens: int = 21,
+        max_steady_skips: int = 8,
     ) -> None:
         """`threads`: intra-op threads of the step thread (None = torch's default).
 
@@ -63,8 +91,11 @@ class TorchEngine(Engine):
         self._incoming: deque[_Live] = deque()
         self._aborted: set[str] = set()
         self._live: dict[str, _Live] = {}
-        self._rows: list[_Live] = []  # batch order, touched only by the worker thread
-        self._batch = PaddedKVBatch()
+        # Touched only by the worker thread:
+        self._fresh, self._steady = _Lane(), _Lane()
+        self._ttfa_tokens = ttfa_tokens
+        self._max_steady_skips = max_steady_skips
+        self._steady_skipped = 0
         self._stats = EngineStats()
         self._wake = asyncio.Event()
         self._executor: ThreadPoolExecutor | None = None
@@ -155,13 +186,13 @@ class TorchEngine(Engine):
     async def _run(self) -> None:
         assert self._loop is not None
         while True:
-            if not self._rows and not self._incoming:
+            if not self._fresh and not self._steady and not self._incoming:
                 self._wake.clear()
                 await self._wake.wait()
             try:
                 results = await self._loop.run_in_executor(self._executor, self._step)
             except Exception as exc:  # a model failure must not take the server down
-                log.exception("engine step failed; failing %d live requests", len(self._rows))
+                log.exception("engine step failed; failing %d live requests", len(self._live))
                 self._fail_all(exc)
                 continue
             for live, tokens in results:
@@ -173,9 +204,9 @@ class TorchEngine(Engine):
 
     def _fail_all(self, exc: BaseException) -> None:
         with self._lock:
-            stranded = [*self._rows, *self._incoming]
+            stranded = [*self._fresh.rows, *self._steady.rows, *self._incoming]
             self._incoming.clear()
-        self._rows, self._batch = [], PaddedKVBatch()
+        self._fresh, self._steady = _Lane(), _Lane()
         for live in stranded:
             live.done = True
             live.out.put_nowait(RuntimeError(f"generation failed: {exc}"))
@@ -190,10 +221,10 @@ class TorchEngine(Engine):
                 self._incoming = deque(
                     live for live in self._incoming if live.request.request_id not in aborted
                 )
-            room = max(0, self._max_batch - len(self._rows))
+            room = self._max_batch - len(self._fresh.rows) - len(self._steady.rows)
             new = [
                 self._incoming.popleft()
-                for _ in range(min(room, self._max_prefills, len(self._incoming)))
+                for _ in range(min(max(0, room), self._max_prefills, len(self._incoming)))
             ]
         self._drop(aborted)
         emitted: dict[int, tuple[_Live, list[int]]] = {}
@@ -202,8 +233,15 @@ class TorchEngine(Engine):
                 self._prefill(live)
                 emitted[id(live)] = (live, [])
                 self._accept(live, emitted)
-            if any(not live.done for live in self._rows):
-                self._decode(emitted)
+            fresh_ran = bool(self._fresh)
+            if fresh_ran:
+                self._decode(self._fresh, emitted)
+                self._graduate()
+            if self._steady and (not fresh_ran or self._steady_skipped >= self._max_steady_skips):
+                self._decode(self._steady, emitted)
+                self._steady_skipped = 0
+            elif self._steady:
+                self._steady_skipped += 1
         self._drop(set())
         return list(emitted.values())
 
@@ -217,13 +255,13 @@ class TorchEngine(Engine):
             **self._adapter_kwargs([live]),
         )
         live.last_token = sample_audio_tokens(out.logits[:, -1], [live.sampler])[0]
-        self._batch.add(out.past_key_values, ids.shape[1])
-        self._rows.append(live)
+        self._fresh.kv.add(out.past_key_values, ids.shape[1])
+        self._fresh.rows.append(live)
         self._stats.prefills += 1
 
-    def _decode(self, emitted: dict[int, tuple[_Live, list[int]]]) -> None:
-        rows = self._rows
-        cache, mask, positions = self._batch.step_inputs()
+    def _decode(self, lane: _Lane, emitted: dict[int, tuple[_Live, list[int]]]) -> None:
+        rows = lane.rows
+        cache, mask, positions = lane.kv.step_inputs()
         ids = torch.tensor([[live.last_token] for live in rows], dtype=torch.long)
         out = self._model(
             input_ids=ids.to(self._device),
@@ -234,7 +272,7 @@ class TorchEngine(Engine):
             logits_to_keep=1,
             **self._adapter_kwargs(rows),
         )
-        self._batch.commit(out.past_key_values)
+        lane.kv.commit(out.past_key_values)
         # Finished rows ride along this step (their slot is freed right after).
         tokens = sample_audio_tokens(out.logits[:, -1], [live.sampler for live in rows])
         self._stats.steps += 1
@@ -245,6 +283,16 @@ class TorchEngine(Engine):
             live.last_token = token
             emitted.setdefault(id(live), (live, []))
             self._accept(live, emitted)
+
+    def _graduate(self) -> None:
+        """Fresh rows that have their first audio's tokens join the steady batch."""
+        ready = [
+            i
+            for i, live in enumerate(self._fresh.rows)
+            if not live.done and live.generated >= self._ttfa_tokens
+        ]
+        if ready:
+            self._fresh.move(ready, self._steady)
 
     def _accept(self, live: _Live, emitted: dict[int, tuple[_Live, list[int]]]) -> None:
         """Record the row's freshly sampled `last_token`, or finish the row."""
@@ -260,17 +308,11 @@ class TorchEngine(Engine):
 
     def _drop(self, aborted: set[str]) -> None:
         """Free the slots of finished and aborted rows."""
-        keep = [
-            i
-            for i, live in enumerate(self._rows)
-            if not live.done and live.request.request_id not in aborted
-        ]
-        if len(keep) != len(self._rows):
-            for i, live in enumerate(self._rows):
-                if i not in keep:
+        for lane in (self._fresh, self._steady):
+            for live in lane.rows:
+                if live.request.request_id in aborted:
                     live.done = True
-            self._rows = [self._rows[i] for i in keep]
-            self._batch.keep(keep)
+            lane.keep([i for i, live in enumerate(lane.rows) if not live.done])
 
     def _adapter_kwargs(self, rows: Sequence[_Live]) -> dict[str, object]:
         """Per-row LoRA selection for a mixed-voice forward pass (attaches missing adapters)."""
