@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
 import sys
 from pathlib import Path
 
 from .config import ServerConfig
+from .log_context import configure_logging
 from .security.api_keys import API_KEYS_ENV
 from .security.bind_policy import bind_refusal
 
@@ -159,10 +159,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=str(args.log_level).upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(str(args.log_level))
     config = config_from_args(args)
     keys_configured = config.api_keys_file is not None or bool(os.environ.get(API_KEYS_ENV))
     refusal = bind_refusal(config.host, keys_configured, config.allow_unauthenticated)

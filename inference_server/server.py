@@ -143,6 +143,7 @@ class InferenceNode:
             metrics=self.metrics,
             routing=self.fleet.routing if self.fleet else None,
         )
+        self.service.load_listeners.append(self._health_for_load)
         self.guard = NodeGuard.from_config(cfg, self.metrics.registry)
         self.server = self._grpc_server()
         await self.server.start()
@@ -159,6 +160,17 @@ class InferenceNode:
             identity.model_name,
             cfg.address,
         )
+
+    def _health_for_load(self, live_sessions: int) -> None:
+        """The TTS service reports NOT_SERVING while the node is full, so balancers skip it."""
+        assert self.service is not None
+        full = live_sessions >= self.config.capacity or self.service.draining
+        status = (
+            health_pb2.HealthCheckResponse.NOT_SERVING
+            if full
+            else health_pb2.HealthCheckResponse.SERVING
+        )
+        asyncio.get_running_loop().create_task(self.health.set(SERVICE_NAME, status))
 
     async def _build_sessions(self) -> SessionFactory:
         cfg = self.config

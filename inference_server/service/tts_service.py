@@ -6,11 +6,12 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 import grpc
 
+from ..log_context import bind_session
 from ..metrics import NodeMetrics
 from ..proto import tts_pb2 as pb
 from ..proto import tts_pb2_grpc as pb_grpc
@@ -28,6 +29,7 @@ from .routing import FleetRouting
 
 log = logging.getLogger(__name__)
 
+DEFAULT_VOICE = "tara"
 _DONE = object()  # end of the session's events
 _OUTPUT_QUEUE = 32  # events buffered ahead of a slow reader before generation waits
 
@@ -57,6 +59,7 @@ class TTSService(pb_grpc.TTSServicer):
         self.idle = asyncio.Event()  # set while no session is live (drain waits on it)
         self.idle.set()
         self.draining = False
+        self.load_listeners: list[Callable[[int], None]] = []  # called with the live count
 
     async def Synthesize(
         self,
@@ -66,6 +69,7 @@ class TTSService(pb_grpc.TTSServicer):
         requests = aiter(request_iterator)
         try:
             start = await self._read_start(requests)
+            bind_session(start.session_id, start.voice or DEFAULT_VOICE)
         except Exception as exc:
             err = to_rpc_error(exc)
             self._metrics.sessions.labels(err.code.name).inc()
@@ -89,11 +93,12 @@ class TTSService(pb_grpc.TTSServicer):
             session = self._open(start)
         except Exception as exc:
             err = to_rpc_error(exc)
+            log.info("session refused: %s %s", err.code.name, err.details)
             self._metrics.sessions.labels(err.code.name).inc()
             await context.abort(err.code, err.details)
+        bind_session(session.session_id, session.voice.name)
         self.live[session.session_id] = session
-        self.idle.clear()
-        self._metrics.live_sessions.set(len(self.live))
+        self._live_changed()
         code = grpc.StatusCode.CANCELLED
         log.info("session %s started voice=%s", session.session_id, session.voice.name)
         try:
@@ -125,11 +130,18 @@ class TTSService(pb_grpc.TTSServicer):
             await context.abort(err.code, err.details)
         finally:
             self.live.pop(session.session_id, None)
-            if not self.live:
-                self.idle.set()
-            self._metrics.live_sessions.set(len(self.live))
+            self._live_changed()
             self._metrics.sessions.labels(code.name).inc()
             log.info("session %s closed: %s", session.session_id, code.name)
+
+    def _live_changed(self) -> None:
+        if self.live:
+            self.idle.clear()
+        else:
+            self.idle.set()
+        self._metrics.live_sessions.set(len(self.live))
+        for listener in self.load_listeners:
+            listener(len(self.live))
 
     def _observe(self, event: SessionEvent) -> None:
         if isinstance(event, SegmentOut):
@@ -193,7 +205,7 @@ class TTSService(pb_grpc.TTSServicer):
         sampling = sampling_from_proto(start.sampling, self._sessions.default_sampling)
         session = self._sessions.create(
             session_id,
-            start.voice or "tara",
+            start.voice or DEFAULT_VOICE,
             sampling,
             trim_head_silence=start.trim_head_silence
             if start.HasField("trim_head_silence")
