@@ -1,0 +1,151 @@
+"""Render bench/results/*.json as the README's performance table (`python -m bench.report`).
+
+`--write` replaces the block between the README's performance markers; without it the
+table is printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from bench.results_io import RESULTS
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+BEGIN, END = "<!-- performance-table -->", "<!-- /performance-table -->"
+
+
+def _load(name: str) -> dict[str, Any] | None:
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _rows() -> list[tuple[str, str, str]]:
+    rows: list[tuple[str, str, str]] = []
+    if engine := _load("engine"):
+        by = {r["concurrency"]: r["tokens_per_s"] for r in engine["rows"]}
+        rows.append(
+            (
+                "engine tokens/s, 8 vs 1 concurrent (tiny-random)",
+                f"{by.get(8, 0):.0f} vs {by.get(1, 0):.0f}",
+                f"{engine['ratios'].get('tokens_per_s_8_over_1', 0):.2f}x",
+            )
+        )
+    if snac := _load("snac_decode"):
+        ratio = snac["cpu_ratio_vs_reference"]
+        err = snac["ours"]["one_at_a_time"]["rel_rms_error"]
+        rows.append(
+            (
+                "SNAC decode CPU per audio s vs reference 4-frame window",
+                f"error {err:.1e} vs {snac['reference']['rel_rms_error']:.1e}",
+                f"{ratio['one_at_a_time']:.2f}x (frames one by one), "
+                f"{ratio['bursts']:.2f}x (bursts)",
+            )
+        )
+    if conc := _load("concurrency"):
+        r = conc["ratios"]
+        ours = {x["concurrency"]: x for x in conc["ours"]}
+        rows.append(
+            (
+                "aggregate audio s / wall s at 8 sessions, ours vs naive",
+                f"{ours[8]['audio_s_per_wall_s']:.2f}" if 8 in ours else "-",
+                f"{r.get('throughput_ours_over_naive_at_8', 0):.2f}x",
+            )
+        )
+        rows.append(
+            (
+                "TTFA p50 at 8 sessions vs 1 session (ours)",
+                f"{ours[8]['ttfa_p50_ms']:.0f} vs {ours[1]['ttfa_p50_ms']:.0f} ms"
+                if 8 in ours and 1 in ours
+                else "-",
+                f"{r.get('ours_ttfa_p50_8_over_1', 0):.2f}x",
+            )
+        )
+        rows.append(
+            (
+                "TTFA p50 at 8 sessions, ours vs naive",
+                "",
+                f"{r.get('ttfa_p50_ours_over_naive_at_8', 0):.2f}x",
+            )
+        )
+    if plugin := _load("plugin"):
+        rows.append(
+            (
+                "plugin overhead on TTFA (p50, vs raw gRPC)",
+                f"{plugin['plugin_overhead_p50_ms']:+.1f} ms",
+                f"{plugin['plugin_over_raw']:.2f}x",
+            )
+        )
+    if proxy := _load("proxy"):
+        rows.append(
+            (
+                "proxy hop, added per audio chunk (p50)",
+                f"{proxy['added_ms_per_chunk_p50']:+.2f} ms",
+                f"TTFA {proxy['real_owner']['ttfa_ratio']:.3f}x",
+            )
+        )
+    if mix := _load("lora_mix"):
+        rows.append(
+            (
+                "8 sessions, 8 LoRA voices vs 1 LoRA voice (tokens/s)",
+                "",
+                f"{mix['mixed_vs_single_ratio']:.2f}x",
+            )
+        )
+    if adm := _load("admission"):
+        two = adm["loads"]["2x"]
+        rows.append(
+            (
+                "admission at 2x capacity: refusal p99 / viability 2x vs 1x",
+                f"{two['refusal_ms_p99']:.1f} ms",
+                f"{adm['viability_ratio_2x_over_1x']:.2f}x",
+            )
+        )
+    if ring := _load("ring"):
+        ours = ring["voice_ring_bounded_load"]
+        rows.append(
+            (
+                "ring: max/mean sessions per node; distinct voices per node vs uhashring",
+                f"{ours['max_over_mean_sessions']:.3f}",
+                f"{ring['distinct_voices_ratio_uhashring_over_ours']:.2f}x fewer",
+            )
+        )
+    return rows
+
+
+def render() -> str:
+    engine = _load("engine") or _load("concurrency") or {}
+    machine = engine.get("machine", {})
+    lines = [
+        BEGIN,
+        f"Measured {engine.get('date', '?')} on {machine.get('cpus', '?')} CPUs "
+        f"({machine.get('processor', '?')}, {machine.get('platform', '?')}), tiny-random + random "
+        "SNAC, one run; shared machine, so read the ratios.",
+        "",
+        "| measurement | figure | ratio |",
+        "|---|---|---|",
+        *(f"| {a} | {b} | {c} |" for a, b, c in _rows()),
+        END,
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--write", action="store_true", help="update README.md in place")
+    args = parser.parse_args(argv)
+    table = render()
+    if not args.write:
+        print(table)
+        return 0
+    text = README.read_text()
+    start = text.index(BEGIN)
+    end = text.index(END) + len(END) if END in text else start + len(BEGIN)
+    README.write_text(text[:start] + table + text[end:])
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
