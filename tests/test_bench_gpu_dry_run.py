@@ -10,12 +10,13 @@ from pathlib import Path
 
 import pytest
 
+from bench import gpu_model as M
 from bench import gpu_vllm as G
 from inference_server.orpheus import tokens as T
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_DIMS = {
-    **G.ORPHEUS_3B,
+    **M.ORPHEUS_3B,
     "hidden_size": 64,
     "num_hidden_layers": 2,
     "num_attention_heads": 4,
@@ -46,7 +47,7 @@ def test_dry_run_writes_a_labelled_report(tmp_path: Path) -> None:
     report = json.loads(out.read_text())
     assert report["dry_run"] is True and "SIMULATED" in report["note"]
     config = report["model"]["config"]
-    assert {k: config[k] for k in G.ORPHEUS_3B} == G.ORPHEUS_3B
+    assert {k: config[k] for k in M.ORPHEUS_3B} == M.ORPHEUS_3B
     assert 3.2e9 < report["model"]["params"] < 3.4e9  # Llama-3.2-3B with Orpheus' vocab
     assert [r["quantization"] for r in report["results"]] == ["fp8", "bf16"]
     for result in report["results"]:
@@ -112,9 +113,9 @@ def test_checkpoint_writer_loads_in_transformers(tmp_path: Path) -> None:
 
     from inference_server.engine.model_loading import load_tokenizer
 
-    G.write_checkpoint(tmp_path, TINY_DIMS, seed=3)
+    M.write_checkpoint(tmp_path, TINY_DIMS, seed=3)
     model = LlamaForCausalLM.from_pretrained(tmp_path, local_files_only=True)
-    assert sum(p.numel() for p in model.parameters()) == G.param_count(TINY_DIMS)
+    assert sum(p.numel() for p in model.parameters()) == M.param_count(TINY_DIMS)
     assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()
     down = model.model.layers[1].mlp.down_proj.weight.detach().float()
     assert float(down.std()) == pytest.approx(0.02, rel=0.1)
@@ -125,13 +126,13 @@ def test_checkpoint_writer_loads_in_transformers(tmp_path: Path) -> None:
 
 def test_roofline_reproduces_the_published_l40s_estimate() -> None:
     ctx = G.PROMPT_TOKENS + 497 / 2  # 6 s of audio per stream
-    l40s = G.roofline("L40S", G.ORPHEUS_3B, "fp8", ctx)
+    l40s = M.roofline("L40S", M.ORPHEUS_3B, "fp8", ctx)
     assert 190 <= l40s["streams"] <= 230  # issue 8: "~210 streams" for FP8 on an L40S
-    assert G.roofline("H100-SXM", G.ORPHEUS_3B, "fp8", ctx)["streams"] > l40s["streams"]
+    assert M.roofline("H100-SXM", M.ORPHEUS_3B, "fp8", ctx)["streams"] > l40s["streams"]
     # bf16 weights (6.6 GB) exceed what an L4 reads in 12.19 ms (3.7 GB): not even batch 1.
-    l4 = G.roofline("L4", G.ORPHEUS_3B, "bf16", ctx)
+    l4 = M.roofline("L4", M.ORPHEUS_3B, "bf16", ctx)
     assert l4["streams"] == 0 and l4["weight_passes_per_step_budget"] < 1
-    assert G.weight_bytes_per_step(G.ORPHEUS_3B, "bf16") == 2 * G.param_count(G.ORPHEUS_3B)
+    assert M.weight_bytes_per_step(M.ORPHEUS_3B, "bf16") == 2 * M.param_count(M.ORPHEUS_3B)
 
 
 @pytest.mark.parametrize(
@@ -149,7 +150,7 @@ def test_roofline_reproduces_the_published_l40s_estimate() -> None:
     ],
 )
 def test_gpu_names_map_onto_the_bandwidth_table(device: str, key: str | None) -> None:
-    assert G.match_gpu(device) == key
+    assert M.match_gpu(device) == key
 
 
 def test_underrun_is_audio_arriving_after_the_buffer_ran_dry() -> None:

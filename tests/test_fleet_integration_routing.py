@@ -67,12 +67,15 @@ async def test_session_sent_to_non_owner_is_served_by_owner_with_same_audio(flee
     direct = await collect(owner.address, [start_request(f"{sid}-direct", voice), *text])
     assert direct[0].started.node_id == owner_id
     assert len(audio_of(direct)) > 0
-    # Same samples up to float rounding: the owner's streaming decoder picks its windows by
-    # timing, so even two direct runs may differ by an LSB; the proxy itself copies bytes.
-    a = np.frombuffer(audio_of(proxied), np.int16).astype(np.int32)
-    b = np.frombuffer(audio_of(direct), np.int16).astype(np.int32)
+    # The same audio within the streaming decoder's bound: the owner picks its decode
+    # windows by timing (how far ahead of playback a stream is), and each streamed decode is
+    # within 1e-4 relative RMS of a full decode, so two runs are within 2e-4 of each other.
+    # The proxy itself copies bytes.
+    a = np.frombuffer(audio_of(proxied), np.int16).astype(np.float64)
+    b = np.frombuffer(audio_of(direct), np.int16).astype(np.float64)
     assert a.shape == b.shape
-    assert np.abs(a - b).max() <= 4 and np.mean(a == b) > 0.99, np.abs(a - b).max()
+    rel_rms = np.sqrt(np.mean((a - b) ** 2) / np.mean(b**2))
+    assert rel_rms <= 2e-4 and np.mean(a == b) > 0.95, rel_rms
     seqs = [r.audio.sequence for r in proxied if r.WhichOneof("kind") == "audio"]
     assert seqs == list(range(len(seqs)))
 
