@@ -101,8 +101,10 @@ class ServerProcess:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-6000:]
+    def log(self, tail: int | None = 6000) -> str:
+        """The node's output so far (its last `tail` characters; None = all of it)."""
+        text = self.log_path.read_text(errors="replace")
+        return text if tail is None else text[-tail:]
 
     def metrics(self) -> dict[str, float]:
         """Scrape /metrics: {series{labels}: value}."""

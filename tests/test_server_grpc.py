@@ -213,7 +213,7 @@ async def test_list_voices_and_health(server: ServerProcess) -> None:
 
 
 def test_random_weights_warn_loudly(server: ServerProcess) -> None:
-    log = server.log()
+    log = server.log(tail=None)
     assert "--model tiny-random uses RANDOM weights" in log and "NOISE" in log
     assert "--snac random uses RANDOM weights" in log
 
