@@ -101,6 +101,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
     )
     add(
+        "first-chunk-frames",
+        d.first_chunk_frames,
+        "audio frames (85 ms each) in a chunk's first window: more avoids an early gap "
+        "when decoding is slow, fewer lowers TTFA",
+        type=int,
+    )
+    add(
         "drain-grace", d.drain_grace_s, "seconds live sessions get to finish on SIGTERM", type=float
     )
     add("quantization", d.quantization, "vllm: weight quantization (fp8, none)")
@@ -147,6 +154,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         max_sessions_per_key=int(args.max_sessions_per_key),
         silence_threshold_db=float(args.silence_threshold_db),
         continuity_frames=int(args.continuity_frames),
+        first_chunk_frames=int(args.first_chunk_frames),
         drain_grace_s=float(args.drain_grace),
         quantization=args.quantization,
         kv_cache_dtype=args.kv_cache_dtype,

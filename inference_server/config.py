@@ -39,6 +39,7 @@ class ServerConfig:
     max_sessions_per_key: int = 0  # concurrent, per node; 0 = unlimited
     silence_threshold_db: float = -40.0
     continuity_frames: int = 0
+    first_chunk_frames: int = 3
     drain_grace_s: float = 30.0
     # vLLM engine (GPU only)
     quantization: str = "fp8"

@@ -15,12 +15,14 @@ from grpc_reflection.v1alpha import reflection
 from .codec.decode_batcher import SnacDecodeBatcher
 from .codec.snac_decoder import SnacDecoder
 from .codec.snac_model import load_snac
+from .codec.stream_decoder import DEFAULT_RIGHT_CONTEXT
 from .config import ServerConfig
 from .engine.base import Engine, SamplingConfig
 from .engine.model_loading import NOISE_WARNING, TINY_RANDOM, load_causal_lm, load_tokenizer
 from .fleet import NodeInfo, RedisMembership, SessionRouter, StaticMembership, StreamProxy
 from .fleet.membership import Membership
 from .metrics import NodeMetrics
+from .orpheus.tokens import FRAME_TOKENS
 from .proto import tts_pb2, tts_pb2_grpc
 from .security.node_guard import NodeGuard
 from .service.routing import FleetRouting
@@ -48,7 +50,11 @@ def build_engine(config: ServerConfig, registry: VoiceRegistry) -> tuple[Engine,
         model, config.max_loras, locate=lambda name: registry.resolve(name).adapter_path
     )
     registry.add_listener(lora.invalidate)  # a retrained voice is reloaded on next use
-    engine = TorchEngine(model, max_batch=config.max_batch, lora=lora)
+    # A fresh request races ahead until the decoder's first window (frames + lookahead).
+    first_window_tokens = (config.first_chunk_frames + DEFAULT_RIGHT_CONTEXT) * FRAME_TOKENS
+    engine = TorchEngine(
+        model, max_batch=config.max_batch, lora=lora, ttfa_tokens=first_window_tokens
+    )
     return engine, load_tokenizer(config.model)
 
 
@@ -193,6 +199,7 @@ class InferenceNode:
                 max_chunk_chars=cfg.max_chunk_chars,
                 silence_threshold_dbfs=cfg.silence_threshold_db,
                 continuity_frames=cfg.continuity_frames,
+                first_chunk_frames=cfg.first_chunk_frames,
                 max_session_chars=cfg.max_session_chars,
             ),
         )

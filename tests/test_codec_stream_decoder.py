@@ -81,6 +81,28 @@ def test_frames_are_held_while_the_listener_has_audio_buffered() -> None:
     assert (polled.first_frame, polled.emitted_frames) == (6, 1)
 
 
+def test_a_larger_first_window_waits_for_its_frames() -> None:
+    dec = SnacStreamDecoder(right_context=2, first_emit_frames=3, min_lead_ms=0.0)
+    seq = frames(12)
+    assert dec.push(seq[:4]) == []  # 3 frames + 2 of right context are not there yet
+    (first,) = dec.push(seq[4])
+    assert (first.first_frame, first.emitted_frames) == (0, 3)
+    windows = dec.push(seq[5:]) + dec.finish()
+    assert covered_frames([first, *windows]) == list(range(12))
+
+
+def test_slow_decoding_releases_held_frames_earlier() -> None:
+    clock = FakeClock()
+    dec = SnacStreamDecoder(right_context=2, max_emit_frames=16, min_lead_ms=100.0, clock=clock)
+    seq = frames(20)
+    dec.push(seq[:3])  # frame 0 out: the listener has 85 ms ... then frames 1..3 go out
+    assert dec.push(seq[3:6])  # lead 85 ms < 100 ms: emitted at once
+    assert dec.push(seq[6:9]) == []  # lead 341 ms >= 100 ms: held
+    dec.decode_ms_per_frame = 30.0  # a window of 3 + 5 context frames now costs 240 ms
+    (released,) = dec.push(seq[9])  # 341 - 240 < 100: release before the listener runs dry
+    assert released.first_frame == 4
+
+
 @settings(max_examples=60, deadline=None)
 @given(
     n=st.integers(0, 40),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -58,6 +59,7 @@ class SnacDecodeBatcher:
         self.decoder = decoder
         self.max_batch_windows = max_batch_windows
         self.max_batch_frames = max_batch_frames
+        self.ms_per_frame = 0.0  # moving average of decode wall time per input frame
         self.batches = 0  # decode calls made
         self.windows = 0  # windows decoded
         self._queue: list[_Job] = []
@@ -148,6 +150,7 @@ class SnacDecodeBatcher:
                 continue
             self._inflight[worker] = jobs  # kept on cancellation so close() fails these waiters
             windows = [job.window for job in jobs]
+            started = time.perf_counter()
             try:
                 results = await loop.run_in_executor(
                     self._executor, self.decoder.decode_windows, windows
@@ -159,6 +162,9 @@ class SnacDecodeBatcher:
                 self._inflight.pop(worker, None)
                 continue
             self._inflight.pop(worker, None)
+            frames = sum(w.num_frames for w in windows)
+            cost = 1000 * (time.perf_counter() - started) / frames
+            self.ms_per_frame = cost if not self.batches else 0.8 * self.ms_per_frame + 0.2 * cost
             self.batches += 1
             self.windows += len(jobs)
             for job, pcm in zip(jobs, results, strict=True):

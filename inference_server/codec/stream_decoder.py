@@ -70,16 +70,27 @@ class SnacStreamDecoder:
         right_context: int = DEFAULT_RIGHT_CONTEXT,
         max_emit_frames: int = DEFAULT_MAX_EMIT_FRAMES,
         min_lead_ms: float = DEFAULT_MIN_LEAD_MS,
+        first_emit_frames: int = 1,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if left_context < 0 or right_context < 0:
             raise ValueError(f"context must be >= 0, got left={left_context} right={right_context}")
+        if not 1 <= first_emit_frames <= max_emit_frames:
+            raise ValueError(
+                f"first_emit_frames must be in [1, max_emit_frames], got {first_emit_frames}"
+            )
         if max_emit_frames < 1:
             raise ValueError(f"max_emit_frames must be >= 1, got {max_emit_frames}")
         self.left_context = left_context
         self.right_context = right_context
         self.max_emit_frames = max_emit_frames
         self.min_lead_ms = min_lead_ms
+        # Frames in the first window: more audio up front lets a slow decoder start the
+        # second window before the listener runs dry, at the cost of that much later TTFA.
+        self.first_emit_frames = first_emit_frames
+        # Observed decode cost (set by the caller): frames are held only while the listener's
+        # buffer outlasts decoding them, so a slow decoder starts its next window in time.
+        self.decode_ms_per_frame = 0.0
         self._clock = clock
         self._frames: list[np.ndarray] = []
         self._emitted = 0
@@ -111,13 +122,20 @@ class SnacStreamDecoder:
         """Windows due now without new frames (call on a timer if frames may stall)."""
         ready = len(self._frames) - self.right_context
         pending = ready - self._emitted
-        if pending <= 0:
+        if pending <= 0 or (self._emitted == 0 and pending < self.first_emit_frames):
             return []
-        holding = self._emitted > 0 and 0 < self.min_lead_ms <= self.lead_ms()
+        holding = (
+            self._emitted > 0
+            and 0 < self.min_lead_ms <= self.lead_ms() - self._window_cost_ms(pending)
+        )
         if not holding:
             return self._emit_until(ready)
         full = pending - pending % self.max_emit_frames
         return self._emit_until(self._emitted + full)
+
+    def _window_cost_ms(self, frames: int) -> float:
+        """Expected decode time of a window emitting `frames` (0 until a cost is known)."""
+        return (frames + self.left_context + self.right_context) * self.decode_ms_per_frame
 
     def finish(self) -> list[DecodeWindow]:
         """End of the sequence: flush every remaining frame (no right context exists)."""

@@ -66,6 +66,7 @@ class SessionOptions:
     trim_head_silence: bool = True
     silence_threshold_dbfs: float = -40.0
     continuity_frames: int = 0  # previous chunk's last frames replayed as prompt context
+    first_chunk_frames: int = 3  # audio frames in a chunk's first window (85 ms each)
     tokens_per_char: float = 9.0
     max_session_chars: int = 200_000
 
@@ -222,7 +223,7 @@ class SynthesisSession:
             adapter=self.voice.adapter,
             session_id=self.session_id,
         )
-        decoder = SnacStreamDecoder()
+        decoder = SnacStreamDecoder(first_emit_frames=self._options.first_chunk_frames)
         started = time.perf_counter()
         tokens = self._engine.generate(request)
         pending: asyncio.Future[list[int] | None] | None = None
@@ -239,7 +240,10 @@ class SynthesisSession:
                     chunk.tokens += len(token_ids)
                     frames = chunk.assembler.push(token_ids)
                     chunk.frames.extend(frames)
+                    decoder.decode_ms_per_frame = self._decoder.ms_per_frame
                     windows = decoder.push(frames) if frames else []
+                # One window at a time per stream: frames that arrive meanwhile join the
+                # next window, which is what keeps the decode overhead per frame low.
                 for window in windows:
                     yield await self._decoder.decode(window, self.playback.slack_ms())
         finally:
