@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from support_redis import RedisServer
 from support_server import ServerProcess, free_port
 
 
@@ -32,5 +33,13 @@ def server_factory(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
 def orpheus_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """One tiny-random node shared by a test module."""
     server = ServerProcess(tmp_path_factory.mktemp("server") / "server.log").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A real redis-server on a free loopback port, stopped at teardown."""
+    server = RedisServer(tmp_path).start()
     yield server
     server.stop()

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import grpc
 import redis
+from support_calls import CLIENT_RACE
 from support_redis import RedisServer
 from support_server import ServerProcess, free_port
 
@@ -107,9 +108,6 @@ def text_requests(text: str) -> list[pb.SynthesizeRequest]:
 async def _requests(msgs: Sequence[pb.SynthesizeRequest]) -> AsyncIterator[pb.SynthesizeRequest]:
     for msg in msgs:
         yield msg
-
-
-CLIENT_RACE = "Internal error from Core"  # grpc/grpc#36066, see `collect`
 
 
 async def collect(

@@ -3,7 +3,6 @@
 import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 
 import pytest
 from redis import asyncio as aioredis
@@ -14,13 +13,6 @@ from inference_server.fleet.nodes import NodeInfo
 
 HEARTBEAT_S = 0.2
 TTL_S = 0.6
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> RedisServer:
-    server = RedisServer(tmp_path).start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

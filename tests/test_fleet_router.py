@@ -1,7 +1,6 @@
 """SessionRouter with a real redis-server: stickiness, failover, drain/capacity, popularity."""
 
 from collections import Counter
-from pathlib import Path
 
 import pytest
 from redis import asyncio as aioredis
@@ -12,13 +11,6 @@ from inference_server.fleet.nodes import NodeInfo
 from inference_server.fleet.router import NoNodeAvailable, SessionRouter
 
 PEERS = [f"n{i}=127.0.0.1:{6000 + i}" for i in range(6)]
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> RedisServer:
-    server = RedisServer(tmp_path).start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from livekit.agents import APIConnectOptions, APIStatusError
 from livekit.plugins import orpheus
+from support_calls import final_status
 from support_server import ServerProcess
 from tls_support import SelfSignedPki, make_pki
 
@@ -85,33 +86,9 @@ def bearer(key: str) -> tuple[tuple[str, str], ...]:
 async def status_of(
     node: Node, metadata: tuple, *msgs: pb.SynthesizeRequest
 ) -> tuple[grpc.StatusCode, str, int]:
-    """(code, details, audio bytes) of one call; retried on the grpc-aio race grpc/grpc#36066."""
-    for _ in range(5):
-        result = await _call(node, metadata, msgs)
-        if result[1] != "Internal error from Core":
-            break
-    return result
-
-
-async def _call(node: Node, metadata: tuple, msgs: tuple) -> tuple[grpc.StatusCode, str, int]:
-    async with node.channel() as channel:
-        call = pb_grpc.TTSStub(channel).Synthesize(metadata=metadata, timeout=60)
-
-        async def write() -> None:
-            with contextlib.suppress(
-                grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError
-            ):
-                for msg in msgs:
-                    await call.write(msg)
-                await call.done_writing()
-
-        writer = asyncio.create_task(write())
-        audio = 0
-        with contextlib.suppress(grpc.aio.AioRpcError):
-            async for resp in call:
-                audio += len(resp.audio.pcm)
-        await writer
-        return await call.code(), await call.details() or "", audio
+    """(code, details, audio bytes) of one call over the node's TLS channel."""
+    end = await final_status(node.channel, msgs, metadata)
+    return end.code, end.details, end.audio_bytes
 
 
 async def test_right_key_over_tls_gets_audio(node: Node) -> None:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import grpc
 import pytest
+from support_calls import final_status
 from support_server import ServerProcess
 
 from inference_server.proto import tts_pb2 as pb
@@ -54,39 +54,9 @@ async def collect(address: str, *msgs: pb.SynthesizeRequest) -> list[pb.Synthesi
 
 
 async def status_of(address: str, *msgs: pb.SynthesizeRequest) -> tuple[grpc.StatusCode, str]:
-    """Write `msgs` (stopping once the server ends the call), read to the end, return the status.
-
-    grpc-aio clients have a race (grpc/grpc#36066): a write that fails because the server
-    already ended the call overwrites the server's status with "INTERNAL: Internal error
-    from Core". That status never comes from our server, so such a run is repeated.
-    """
-    for _ in range(5):
-        code, details = await _final_status(address, msgs)
-        if details != "Internal error from Core":
-            break
-    return code, details
-
-
-async def _final_status(
-    address: str, msgs: tuple[pb.SynthesizeRequest, ...]
-) -> tuple[grpc.StatusCode, str]:
-    async with grpc.aio.insecure_channel(address) as channel:
-        call = pb_grpc.TTSStub(channel).Synthesize()
-
-        async def write() -> None:
-            with contextlib.suppress(
-                grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError
-            ):
-                for msg in msgs:
-                    await call.write(msg)
-                await call.done_writing()
-
-        writer = asyncio.create_task(write())
-        with contextlib.suppress(grpc.aio.AioRpcError):
-            async for _ in call:
-                pass
-        await writer
-        return await call.code(), await call.details() or ""
+    """Write `msgs` (stopping once the server ends the call), read to the end: its status."""
+    end = await final_status(lambda: grpc.aio.insecure_channel(address), msgs)
+    return end.code, end.details
 
 
 def audio_bytes(responses: list[pb.SynthesizeResponse]) -> int:
