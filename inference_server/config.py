@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from .session.options import DEFAULT_SESSION_OPTIONS as _SESSION  # the flags' defaults
+
 
 @dataclass(frozen=True, slots=True)
 class ServerConfig:
@@ -31,15 +33,15 @@ class ServerConfig:
     metrics_port: int = 0
     capacity: int = 32  # concurrent sessions admitted
     max_batch: int = 64
-    max_chunk_chars: int = 300
-    max_session_chars: int = 200_000
+    max_chunk_chars: int = _SESSION.max_chunk_chars
+    max_session_chars: int = _SESSION.max_session_chars
     max_message_bytes: int = 64 * 1024
     max_segment_chars: int = 20_000
     max_session_seconds: float = 900.0  # 0 = unlimited
     max_sessions_per_key: int = 0  # concurrent, per node; 0 = unlimited
-    silence_threshold_db: float = -40.0
-    continuity_frames: int = 0
-    first_chunk_frames: int = 3
+    silence_threshold_db: float = _SESSION.silence_threshold_dbfs
+    continuity_frames: int = _SESSION.continuity_frames
+    first_chunk_frames: int = _SESSION.first_chunk_frames
     drain_grace_s: float = 30.0
     # vLLM engine (GPU only)
     quantization: str = "fp8"

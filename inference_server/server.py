@@ -28,7 +28,7 @@ from .security.node_guard import NodeGuard
 from .service.routing import FleetRouting
 from .service.tts_service import NodeIdentity, TTSService
 from .session.factory import SessionFactory
-from .session.synthesis import SessionOptions
+from .session.options import SessionOptions
 from .voices.registry import VoiceRegistry
 
 log = logging.getLogger(__name__)

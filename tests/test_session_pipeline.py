@@ -17,7 +17,8 @@ from inference_server.engine.torch_engine import TorchEngine
 from inference_server.orpheus.tokens import SAMPLE_RATE, SAMPLES_PER_FRAME
 from inference_server.service.messages import ResponseEncoder
 from inference_server.session.events import AudioOut, ProgressOut, SegmentOut
-from inference_server.session.synthesis import SessionOptions, SynthesisSession, Voice
+from inference_server.session.options import SessionOptions
+from inference_server.session.synthesis import SynthesisSession, Voice
 
 SILENT_MS = 600
 

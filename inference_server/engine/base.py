@@ -98,10 +98,6 @@ class Engine(abc.ABC):
     @abc.abstractmethod
     def stats(self) -> EngineStats: ...
 
-    def has_adapter(self, name: str) -> bool:
-        """Whether this engine can serve LoRA voices."""
-        return False
-
     def loaded_adapters(self) -> frozenset[str]:
         """LoRA voices resident in memory right now."""
         return frozenset()

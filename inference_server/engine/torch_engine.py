@@ -106,9 +106,6 @@ class TorchEngine(Engine):
     def _model(self) -> torch.nn.Module:
         return self._lora.model if self._lora is not None else self._base_model
 
-    def has_adapter(self, name: str) -> bool:
-        return self._lora is not None
-
     def loaded_adapters(self) -> frozenset[str]:
         return self._lora.loaded() if self._lora is not None else frozenset()
 

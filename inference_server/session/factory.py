@@ -8,7 +8,8 @@ from ..codec.decode_batcher import SnacDecodeBatcher
 from ..engine.base import Engine, SamplingConfig
 from ..orpheus.prompt import TextTokenizer
 from ..voices.registry import VoiceRegistry
-from .synthesis import SessionOptions, SynthesisSession, Voice
+from .options import SessionOptions
+from .synthesis import SynthesisSession, Voice
 
 
 @dataclass(slots=True)

@@ -27,6 +27,7 @@ from ..orpheus import tokens as T
 from ..orpheus.codes import FrameAssembler, frames_to_token_ids
 from ..orpheus.prompt import ContinuityContext, TextTokenizer, build_prompt
 from .events import AudioOut, ProgressOut, SegmentMetrics, SegmentOut, SessionEvent
+from .options import DEFAULT_SESSION_OPTIONS, SessionOptions
 from .segment_text import SegmentText
 
 POLL_S = 0.05  # release held decode windows this often while the engine is quiet
@@ -61,17 +62,6 @@ class SessionInputError(ValueError):
 
 
 @dataclass(frozen=True, slots=True)
-class SessionOptions:
-    max_chunk_chars: int = 300
-    trim_head_silence: bool = True
-    silence_threshold_dbfs: float = -40.0
-    continuity_frames: int = 0  # previous chunk's last frames replayed as prompt context
-    first_chunk_frames: int = 3  # audio frames in a chunk's first window (85 ms each)
-    tokens_per_char: float = 9.0
-    max_session_chars: int = 200_000
-
-
-@dataclass(frozen=True, slots=True)
 class Voice:
     name: str
     adapter: str | None = None  # LoRA voice name; None = base voice
@@ -87,7 +77,7 @@ class SynthesisSession:
         tokenizer: TextTokenizer,
         decoder: SnacDecodeBatcher,
         sampling: SamplingConfig,
-        options: SessionOptions = SessionOptions(),
+        options: SessionOptions = DEFAULT_SESSION_OPTIONS,
     ) -> None:
         self.session_id = session_id
         self.voice = voice

@@ -1,0 +1,19 @@
+"""Per-node session settings (no heavy imports: the CLI reads its defaults)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class SessionOptions:
+    max_chunk_chars: int = 300
+    trim_head_silence: bool = True
+    silence_threshold_dbfs: float = -40.0
+    continuity_frames: int = 0  # previous chunk's last frames replayed as prompt context
+    first_chunk_frames: int = 3  # audio frames in a chunk's first window (85 ms each)
+    tokens_per_char: float = 9.0
+    max_session_chars: int = 200_000
+
+
+DEFAULT_SESSION_OPTIONS = SessionOptions()
