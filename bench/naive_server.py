@@ -3,7 +3,7 @@
 Each session is generated on its own (a per-request token loop in its own thread, no
 cross-session batching) and decoded with the reference's sliding window: every 7 tokens,
 once 28 exist, decode the last 4 frames and keep the 2nd (it never emits the first
-frame nor the last two). Same model, sampling, token budget and wire protocol as ours,
+frame nor the last two) through SNAC's own layer code. Same model, sampling, token budget and wire protocol as ours,
 so a client measures both the same way. Benchmarks only: not a product path.
 """
 
@@ -95,7 +95,12 @@ async def serve(port: int) -> None:
     model = load_causal_lm("tiny-random")
     server = grpc.aio.server()
     pb_grpc.add_TTSServicer_to_server(
-        NaiveTTS(model, load_tokenizer("tiny-random"), SnacDecoder(load_snac("random"))), server
+        NaiveTTS(
+            model,
+            load_tokenizer("tiny-random"),
+            SnacDecoder(load_snac("random", fast_kernels=False)),
+        ),
+        server,
     )
     checks = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(checks, server)

@@ -20,6 +20,7 @@ from torch.nn.utils import parametrize
 
 from ..orpheus.codes import codes_to_frames
 from ..orpheus.tokens import SAMPLE_RATE
+from .snac_kernels import use_fast_kernels
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +40,15 @@ SNAC_24KHZ_CONFIG: dict = {
 }
 
 
-def load_snac(spec: str = RANDOM, *, device: str = "cpu", seed: int = 0) -> SNAC:
-    """`random` (seeded 24 kHz architecture) or a local dir with config.json + pytorch_model.bin."""
+def load_snac(
+    spec: str = RANDOM, *, device: str = "cpu", seed: int = 0, fast_kernels: bool = True
+) -> SNAC:
+    """`random` (seeded 24 kHz architecture) or a local dir with config.json + pytorch_model.bin.
+
+    `fast_kernels` swaps in the CPU forms of snake and the dilated convolutions (CPU
+    only: on a GPU the stock kernels are fused enough); `False` keeps SNAC's own layer
+    code, as the reference path in bench/ does.
+    """
     if spec == RANDOM:
         torch.manual_seed(seed)
         model = SNAC(**SNAC_24KHZ_CONFIG)
@@ -49,6 +57,8 @@ def load_snac(spec: str = RANDOM, *, device: str = "cpu", seed: int = 0) -> SNAC
         model = _load_local(spec)
     _disable_noise(model)
     _fold_weight_norm(model)
+    if fast_kernels and torch.device(device).type == "cpu":
+        use_fast_kernels(model)
     return model.to(device).eval()
 
 
