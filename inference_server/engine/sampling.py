@@ -41,11 +41,14 @@ class RowSampler:
                 self.seen[tok - T.AUDIO_TOKEN_BASE] = True
 
 
+def legal_starts(rows: Sequence[RowSampler]) -> list[int]:
+    """First legal code id of each row's current step (its frame position's range)."""
+    return [T.position_range(r.audio_step % T.FRAME_TOKENS)[0] for r in rows]
+
+
 def _legal_ids(rows: Sequence[RowSampler]) -> torch.Tensor:
     """(B, 4097) token ids legal at each row's current step; the last column is the stop."""
-    starts = torch.tensor(
-        [T.position_range(r.audio_step % T.FRAME_TOKENS)[0] for r in rows], dtype=torch.long
-    )
+    starts = torch.tensor(legal_starts(rows), dtype=torch.long)
     ids = starts[:, None] + torch.arange(T.CODEBOOK_SIZE)[None, :]
     stop = torch.full((len(rows), 1), T.END_OF_SPEECH, dtype=torch.long)
     return torch.cat([ids, stop], dim=1)
@@ -54,7 +57,18 @@ def _legal_ids(rows: Sequence[RowSampler]) -> torch.Tensor:
 def sample_audio_tokens(logits: torch.Tensor, rows: Sequence[RowSampler]) -> list[int]:
     """Sample one legal token per row from last-position logits of shape (B, vocab)."""
     ids = _legal_ids(rows)
-    scores = logits.float().gather(1, ids.to(logits.device)).cpu()
+    return _sample(logits.float().gather(1, ids.to(logits.device)).cpu(), ids, rows)
+
+
+def sample_legal_tokens(scores: torch.Tensor, rows: Sequence[RowSampler]) -> list[int]:
+    """Sample one token per row from scores over its legal ids, shape (B, 4097).
+
+    Column j < 4096 is code j of the row's frame position; the last column is the stop.
+    """
+    return _sample(scores.float().cpu().clone(), _legal_ids(rows), rows)
+
+
+def _sample(scores: torch.Tensor, ids: torch.Tensor, rows: Sequence[RowSampler]) -> list[int]:
     steps = torch.tensor([r.audio_step for r in rows])
     # The stop token is legal only at a frame boundary, after at least one frame.
     scores[:, -1].masked_fill_((steps % T.FRAME_TOKENS != 0) | (steps == 0), float("-inf"))

@@ -12,6 +12,7 @@ first audio. Then they graduate into the steady batch.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 from collections import deque
@@ -25,8 +26,9 @@ from transformers import DynamicCache, PreTrainedModel
 from ..orpheus import tokens as T
 from .base import Engine, EngineStats, GenerationRequest
 from .kv_batch import PaddedKVBatch
+from .legal_head import LegalSliceHead
 from .lora_cache import LoraAdapterCache
-from .sampling import RowSampler, sample_audio_tokens
+from .sampling import RowSampler, legal_starts, sample_audio_tokens, sample_legal_tokens
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +84,7 @@ class TorchEngine(Engine):
         fighting the SNAC decoder's threads for the same cores costs more than it gives.
         """
         self._base_model = model
+        self._head = LegalSliceHead.install(model)
         self._lora = lora
         self._device = next(model.parameters()).device
         self._max_batch = max_batch
@@ -244,14 +247,15 @@ class TorchEngine(Engine):
 
     def _prefill(self, live: _Live) -> None:
         ids = torch.tensor([list(live.request.prompt_ids)], dtype=torch.long, device=self._device)
-        out = self._model(
-            input_ids=ids,
-            past_key_values=DynamicCache(),
-            use_cache=True,
-            logits_to_keep=1,
-            **self._adapter_kwargs([live]),
-        )
-        live.last_token = sample_audio_tokens(out.logits[:, -1], [live.sampler])[0]
+        with self._legal_logits([live]):
+            out = self._model(
+                input_ids=ids,
+                past_key_values=DynamicCache(),
+                use_cache=True,
+                logits_to_keep=1,
+                **self._adapter_kwargs([live]),
+            )
+        live.last_token = self._sample(out, [live])[0]
         self._fresh.kv.add(out.past_key_values, ids.shape[1])
         self._fresh.rows.append(live)
         self._stats.prefills += 1
@@ -260,18 +264,19 @@ class TorchEngine(Engine):
         rows = lane.rows
         cache, mask, positions = lane.kv.step_inputs()
         ids = torch.tensor([[live.last_token] for live in rows], dtype=torch.long)
-        out = self._model(
-            input_ids=ids.to(self._device),
-            attention_mask=mask.to(self._device),
-            position_ids=positions.to(self._device),
-            past_key_values=cache,
-            use_cache=True,
-            logits_to_keep=1,
-            **self._adapter_kwargs(rows),
-        )
+        with self._legal_logits(rows):
+            out = self._model(
+                input_ids=ids.to(self._device),
+                attention_mask=mask.to(self._device),
+                position_ids=positions.to(self._device),
+                past_key_values=cache,
+                use_cache=True,
+                logits_to_keep=1,
+                **self._adapter_kwargs(rows),
+            )
         lane.kv.commit(out.past_key_values)
         # Finished rows ride along this step (their slot is freed right after).
-        tokens = sample_audio_tokens(out.logits[:, -1], [live.sampler for live in rows])
+        tokens = self._sample(out, rows)
         self._stats.steps += 1
         self._stats.batch_size_sum += len(rows)
         for live, token in zip(rows, tokens, strict=True):
@@ -280,6 +285,18 @@ class TorchEngine(Engine):
             live.last_token = token
             emitted.setdefault(id(live), (live, []))
             self._accept(live, emitted)
+
+    def _legal_logits(self, rows: Sequence[_Live]) -> contextlib.AbstractContextManager[None]:
+        """Project only onto each row's legal ids when the head allows it."""
+        if self._head is None:
+            return contextlib.nullcontext()
+        return self._head.restricted(legal_starts([live.sampler for live in rows]))
+
+    def _sample(self, out: object, rows: Sequence[_Live]) -> list[int]:
+        samplers = [live.sampler for live in rows]
+        if self._head is None:
+            return sample_audio_tokens(out.logits[:, -1], samplers)
+        return sample_legal_tokens(out.logits[:, -1], samplers)
 
     def _graduate(self) -> None:
         """Fresh rows that have their first audio's tokens join the steady batch."""
