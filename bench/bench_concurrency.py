@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import subprocess
 import sys
 import tempfile
@@ -35,8 +36,10 @@ class NaiveServer:
 
 
 def measure(address: str, level: int, args: argparse.Namespace) -> dict[str, float]:
+    # At least `min_samples` utterances per level, so a low level's p50 is not one of two.
+    utterances = max(args.utterances, math.ceil(args.min_samples / level))
     result = asyncio.run(
-        run_load(address, level, utterances=args.utterances, max_tokens=args.max_tokens)
+        run_load(address, level, utterances=utterances, max_tokens=args.max_tokens)
     )
     return result.summary()
 
@@ -70,11 +73,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--levels", default="1,2,4,8,16")
     parser.add_argument("--naive-levels", default="1,8")
     parser.add_argument("--utterances", type=int, default=2)
+    parser.add_argument(
+        "--min-samples", type=int, default=16, help="utterances per level, at least"
+    )
     parser.add_argument("--max-tokens", type=int, default=140)
     parser.add_argument("--quick", action="store_true", help="levels 1,8 only, 1 utterance")
     args = parser.parse_args(argv)
     if args.quick:
-        args.levels, args.naive_levels, args.utterances = "1,8", "1,8", 1
+        args.levels, args.naive_levels, args.utterances, args.min_samples = "1,8", "1,8", 1, 8
     levels = [int(x) for x in args.levels.split(",")]
     naive_levels = [int(x) for x in args.naive_levels.split(",")]
     logs = Path(tempfile.mkdtemp(prefix="bench-concurrency-"))

@@ -3,8 +3,9 @@
 Each session is generated on its own (a per-request token loop in its own thread, no
 cross-session batching) and decoded with the reference's sliding window: every 7 tokens,
 once 28 exist, decode the last 4 frames and keep the 2nd (it never emits the first
-frame nor the last two) through SNAC's own layer code. Same model, sampling, token budget and wire protocol as ours,
-so a client measures both the same way. Benchmarks only: not a product path.
+frame nor the last two), through SNAC's own layer code. Same model, sampling, token
+budget and wire protocol as ours, so a client measures both the same way.
+Benchmarks only: not a product path.
 """
 
 from __future__ import annotations

@@ -154,3 +154,36 @@ async def test_batcher_close_fails_pending_decodes(decoder: SnacDecoder) -> None
     await batcher.close()
     with pytest.raises(RuntimeError, match="closed"):
         await pending
+
+
+async def test_first_audio_window_does_not_wait_behind_bulk_batches(decoder: SnacDecoder) -> None:
+    bulk_windows = [DecodeWindow(random_frames(21, seed=s), 3 * SPF, 19 * SPF, 3) for s in (1, 2)]
+    first = DecodeWindow(random_frames(5, seed=3), 0, 3 * SPF, 0)
+    finished: list[str] = []
+
+    async def decode(name: str, window: DecodeWindow, slack_ms: float) -> None:
+        await batcher.decode(window, slack_ms)
+        finished.append(name)
+
+    async with SnacDecodeBatcher(decoder, max_batch_frames=21) as batcher:
+        bulk = [
+            asyncio.create_task(decode(f"bulk{i}", w, 50.0)) for i, w in enumerate(bulk_windows)
+        ]
+        await asyncio.sleep(0.02)  # both bulk calls are decoding
+        await decode("first", first, float("-inf"))
+        await asyncio.gather(*bulk)
+    assert finished[0] == "first"
+
+
+async def test_bulk_decode_yields_to_a_first_audio_race(decoder: SnacDecoder) -> None:
+    window = DecodeWindow(random_frames(6, seed=4), 3 * SPF, 4 * SPF, 3)
+    async with SnacDecodeBatcher(decoder) as batcher:
+        with batcher.first_audio_race():
+            pending = asyncio.create_task(batcher.decode(window, 100.0))
+            await asyncio.sleep(0.1)
+            assert not pending.done() and batcher.batches == 0  # held while the race runs
+        await pending  # released when the race ends
+        assert batcher.batches == 1
+        with batcher.first_audio_race():  # a race that never ends holds bulk only so long
+            await asyncio.wait_for(batcher.decode(window, 100.0), timeout=10)
+        assert batcher.batches == 2

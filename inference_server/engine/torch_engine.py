@@ -5,8 +5,11 @@ the event loop never blocks. Streaming-aware: a request's prefill and first fram
 (until it has `ttfa_tokens`, enough for the decoder's first window) run in a small
 *fresh* batch that goes first every step; established streams, which already have
 audio buffered at their listener, advance together in the *steady* batch and may
-skip up to `max_steady_skips` consecutive steps while fresh requests race to their
-first audio. Then they graduate into the steady batch.
+skip up to `max_steady_skips` consecutive steps (by default one whole race,
+`ttfa_tokens` steps) while fresh requests race to their first audio. Then they
+graduate into the steady batch. Measured on tiny-random with 7 steady streams, a
+fresh request's first 35 tokens took 1.05x their time alone with whole races and
+1.25x when steady streams cut in every 9th step.
 """
 
 from __future__ import annotations
@@ -76,7 +79,7 @@ class TorchEngine(Engine):
         lora: LoraAdapterCache | None = None,
         threads: int | None = 1,
         ttfa_tokens: int = 21,
-        max_steady_skips: int = 8,
+        max_steady_skips: int | None = None,
     ) -> None:
         """`threads`: intra-op threads of the step thread (None = torch's default).
 
@@ -97,7 +100,7 @@ class TorchEngine(Engine):
         # Touched only by the worker thread:
         self._fresh, self._steady = _Lane(), _Lane()
         self._ttfa_tokens = ttfa_tokens
-        self._max_steady_skips = max_steady_skips
+        self._max_steady_skips = ttfa_tokens if max_steady_skips is None else max_steady_skips
         self._steady_skipped = 0
         self._stats = EngineStats()
         self._wake = asyncio.Event()

@@ -217,6 +217,9 @@ class SynthesisSession:
         started = time.perf_counter()
         tokens = self._engine.generate(request)
         pending: asyncio.Future[list[int] | None] | None = None
+        race = contextlib.ExitStack()  # open from the request to the session's first audio
+        if self.playback.slack_ms() == float("-inf"):
+            race.enter_context(self._decoder.first_audio_race())
         try:
             while True:
                 pending = pending or asyncio.ensure_future(anext(tokens, None))
@@ -235,8 +238,11 @@ class SynthesisSession:
                 # One window at a time per stream: frames that arrive meanwhile join the
                 # next window, which is what keeps the decode overhead per frame low.
                 for window in windows:
-                    yield await self._decoder.decode(window, self.playback.slack_ms())
+                    pcm = await self._decoder.decode(window, self.playback.slack_ms())
+                    race.close()
+                    yield pcm
         finally:
+            race.close()
             if pending is not None and not pending.done():
                 pending.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
