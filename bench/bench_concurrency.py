@@ -84,7 +84,9 @@ def main(argv: list[str] | None = None) -> int:
     levels = [int(x) for x in args.levels.split(",")]
     naive_levels = [int(x) for x in args.naive_levels.split(",")]
     logs = Path(tempfile.mkdtemp(prefix="bench-concurrency-"))
-    ours = ServerProcess(logs / "ours.log", extra_args=("--capacity", "64")).start()
+    # The sweep overloads the node on purpose: admit every session (capacity and slack).
+    admit_all = ("--capacity", "64", "--admit-starving-ms", "0")
+    ours = ServerProcess(logs / "ours.log", extra_args=admit_all).start()
     naive = NaiveServer(logs / "naive.log")
     rows, naive_rows = [], []
     try:

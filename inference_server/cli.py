@@ -76,6 +76,13 @@ def build_parser() -> argparse.ArgumentParser:
     add("tls-client-ca", d.tls_client_ca, "PEM CA: require client certificates (mTLS)", type=Path)
     add("metrics-port", d.metrics_port, "Prometheus /metrics port (0 = off)", type=int)
     add("capacity", d.capacity, "concurrent sessions this node admits", type=int)
+    add(
+        "admit-starving-ms",
+        d.admit_starving_ms,
+        "refuse new sessions while at least half the playing streams have left their "
+        "listener waiting this long for audio (0 = admit on --capacity alone)",
+        type=float,
+    )
     add("max-batch", d.max_batch, "max requests per engine forward pass", type=int)
     add("max-chunk-chars", d.max_chunk_chars, "max characters per generation chunk", type=int)
     add("max-session-chars", d.max_session_chars, "max characters of text per session", type=int)
@@ -145,6 +152,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         tls_client_ca=Path(args.tls_client_ca) if args.tls_client_ca else None,
         metrics_port=int(args.metrics_port),
         capacity=int(args.capacity),
+        admit_starving_ms=float(args.admit_starving_ms),
         max_batch=int(args.max_batch),
         max_chunk_chars=int(args.max_chunk_chars),
         max_session_chars=int(args.max_session_chars),

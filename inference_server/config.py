@@ -32,6 +32,7 @@ class ServerConfig:
     tls_client_ca: Path | None = None  # set: clients must present a certificate it signed
     metrics_port: int = 0
     capacity: int = 32  # concurrent sessions admitted
+    admit_starving_ms: float = 250.0  # refuse while half the playing streams starve this long
     max_batch: int = 64
     max_chunk_chars: int = _SESSION.max_chunk_chars
     max_session_chars: int = _SESSION.max_session_chars

@@ -141,7 +141,12 @@ class InferenceNode:
     async def start(self) -> None:
         cfg = self.config
         factory = await self._build_sessions() if cfg.role != "router" else None
-        identity = NodeIdentity(cfg.node_id or cfg.address, cfg.served_model_name, cfg.capacity)
+        identity = NodeIdentity(
+            cfg.node_id or cfg.address,
+            cfg.served_model_name,
+            cfg.capacity,
+            cfg.admit_starving_ms,
+        )
         self.fleet = build_fleet(cfg, identity, self.metrics, factory)
         self.service = TTSService(
             factory,

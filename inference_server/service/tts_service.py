@@ -18,6 +18,7 @@ from ..proto import tts_pb2_grpc as pb_grpc
 from ..session.events import SegmentOut, SessionEvent
 from ..session.factory import SessionFactory
 from ..session.synthesis import SynthesisSession
+from .admission import DEFAULT_STARVING_MS, AdmissionPolicy
 from .errors import RpcError, to_rpc_error
 from .messages import (
     ResponseEncoder,
@@ -39,6 +40,7 @@ class NodeIdentity:
     node_id: str
     model_name: str
     capacity: int  # concurrent sessions this node admits
+    starving_ms: float = DEFAULT_STARVING_MS  # admission: see service/admission.py
 
 
 class TTSService(pb_grpc.TTSServicer):
@@ -54,6 +56,7 @@ class TTSService(pb_grpc.TTSServicer):
         self._sessions = sessions
         self.routing = routing
         self._identity = identity
+        self._admission = AdmissionPolicy(identity.capacity, identity.starving_ms)
         self._metrics = metrics or NodeMetrics()
         self.live: dict[str, SynthesisSession] = {}
         self.idle = asyncio.Event()  # set while no session is live (drain waits on it)
@@ -186,11 +189,7 @@ class TTSService(pb_grpc.TTSServicer):
     def _open(self, start: pb.SessionStart) -> SynthesisSession:
         if self.draining:
             raise RpcError(grpc.StatusCode.UNAVAILABLE, "node is draining; retry on another node")
-        if len(self.live) >= self._identity.capacity:
-            raise RpcError(
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
-                f"node at capacity ({self._identity.capacity} concurrent sessions)",
-            )
+        self._admission.check([session.playback for session in self.live.values()])
         if start.model and start.model != self._identity.model_name:
             raise RpcError(
                 grpc.StatusCode.NOT_FOUND,

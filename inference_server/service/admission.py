@@ -1,0 +1,44 @@
+"""Who gets in: a node admits a session only while it has a slot and keeps real time.
+
+Capacity alone does not say whether a node can take one more stream: on a busy node
+every stream slows down together. The live sessions' playback clocks do say it: when
+at least half of the streams that are playing have left their listener waiting longer
+than `starving_ms`, the node is behind real time, and one more stream would make every
+stream worse. A refused client retries on another node (the plugin and the router do).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass
+
+import grpc
+
+from ..session.synthesis import PlaybackClock
+from .errors import RpcError
+
+DEFAULT_STARVING_MS = 250.0
+
+
+@dataclass(frozen=True, slots=True)
+class AdmissionPolicy:
+    capacity: int  # concurrent sessions
+    starving_ms: float = DEFAULT_STARVING_MS  # 0 = admit on capacity alone
+
+    def check(self, clocks: Collection[PlaybackClock]) -> None:
+        """Raise RESOURCE_EXHAUSTED when a new session must go elsewhere."""
+        if len(clocks) >= self.capacity:
+            raise RpcError(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"node at capacity ({self.capacity} concurrent sessions)",
+            )
+        if self.starving_ms <= 0:
+            return
+        playing = [clock for clock in clocks if clock.playing]
+        starving = sum(clock.starving_ms() > self.starving_ms for clock in playing)
+        if starving and 2 * starving >= len(playing):
+            raise RpcError(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"node is behind real time ({starving} of {len(playing)} playing streams "
+                f"have waited over {self.starving_ms:.0f} ms for audio); retry on another node",
+            )
