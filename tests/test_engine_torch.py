@@ -108,3 +108,22 @@ def test_token_budget_scales_with_text_and_respects_the_cap() -> None:
 def test_bad_sampling_is_rejected(kwargs: dict) -> None:
     with pytest.raises(ValueError, match=next(iter(kwargs))):
         SamplingConfig(**kwargs)
+
+
+async def test_a_failing_forward_fails_its_requests_and_the_engine_keeps_serving(
+    parts: tuple,
+) -> None:
+    model = load_causal_lm("tiny-random")
+    engine = TorchEngine(model)
+    real_forward = model.forward
+    model.forward = lambda *a, **kw: (_ for _ in ()).throw(RuntimeError("boom"))  # type: ignore[method-assign]
+    await engine.start()
+    try:
+        with pytest.raises(RuntimeError, match="generation failed: boom"):
+            await generate(engine, request(parts, 0, "Hello there."))
+        model.forward = real_forward  # type: ignore[method-assign]
+        tokens = await generate(engine, request(parts, 1, "Hello there."))
+        assert len(tokens) == GREEDY.max_tokens
+        assert engine.live_request_ids() == frozenset()
+    finally:
+        await engine.close()

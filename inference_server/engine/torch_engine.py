@@ -20,7 +20,6 @@ import logging
 import threading
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import torch
@@ -99,13 +98,14 @@ class TorchEngine(Engine):
         self._live: dict[str, _Live] = {}
         # Touched only by the worker thread:
         self._fresh, self._steady = _Lane(), _Lane()
+        self._admitting: list[_Live] = []
         self._ttfa_tokens = ttfa_tokens
         self._max_steady_skips = ttfa_tokens if max_steady_skips is None else max_steady_skips
         self._steady_skipped = 0
         self._stats = EngineStats()
-        self._wake = asyncio.Event()
-        self._executor: ThreadPoolExecutor | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._work = threading.Event()  # set (under _lock) while there is work to step
+        self._stopping = False
+        self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
@@ -117,20 +117,17 @@ class TorchEngine(Engine):
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        init = (torch.set_num_threads, (self._threads,)) if self._threads else (None, ())
-        self._executor = ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix="torch-engine", initializer=init[0], initargs=init[1]
-        )
-        self._task = asyncio.create_task(self._run(), name="torch-engine-loop")
+        self._thread = threading.Thread(target=self._run, name="torch-engine", daemon=True)
+        self._thread.start()
 
     async def close(self) -> None:
         for rid in list(self._live):
             self.abort(rid)
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-        if self._executor is not None:
-            self._executor.shutdown(wait=True)
+        if self._thread is not None:
+            with self._lock:
+                self._stopping = True
+                self._work.set()
+            await asyncio.to_thread(self._thread.join)
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[list[int]]:
         if request.request_id in self._live:
@@ -145,7 +142,7 @@ class TorchEngine(Engine):
         self._live[request.request_id] = live
         with self._lock:
             self._incoming.append(live)
-        self._wake.set()
+            self._work.set()
         try:
             while (tokens := await self._drain(live)) is not None:
                 yield tokens
@@ -174,7 +171,7 @@ class TorchEngine(Engine):
         if live is not None and not live.done:
             with self._lock:
                 self._aborted.add(request_id)
-            self._wake.set()
+                self._work.set()
 
     def live_request_ids(self) -> frozenset[str]:
         return frozenset(self._live)
@@ -186,36 +183,60 @@ class TorchEngine(Engine):
         self._stats.queued_requests = len(self._incoming)
         return self._stats
 
-    async def _run(self) -> None:
-        assert self._loop is not None
+    # ---- worker thread -------------------------------------------------------------
+
+    def _run(self) -> None:
+        """Step while there is work, without waiting for the event loop between steps.
+
+        Results go to the loop with call_soon_threadsafe; a busy loop (many streams'
+        audio to send) therefore delays token delivery, never the next forward pass.
+        """
+        if self._threads:
+            torch.set_num_threads(self._threads)
+        loop = self._loop
+        assert loop is not None
         while True:
-            if not self._fresh and not self._steady and not self._incoming:
-                self._wake.clear()
-                await self._wake.wait()
+            self._work.wait()
+            if self._stopping:
+                return
             try:
-                results = await self._loop.run_in_executor(self._executor, self._step)
+                results = self._step()
             except Exception as exc:  # a model failure must not take the server down
                 log.exception("engine step failed; failing %d live requests", len(self._live))
-                self._fail_all(exc)
+                loop.call_soon_threadsafe(self._fail, self._strand_all(), exc)
                 continue
-            for live, tokens in results:
-                if tokens:
-                    live.out.put_nowait(tokens)
-                if live.done:
-                    live.out.put_nowait(None)
-                    self._live.pop(live.request.request_id, None)
+            if results:
+                loop.call_soon_threadsafe(self._deliver, results)
+            with self._lock:
+                if not (self._fresh or self._steady or self._incoming or self._aborted):
+                    self._work.clear()
 
-    def _fail_all(self, exc: BaseException) -> None:
+    def _deliver(self, results: list[tuple[_Live, list[int]]]) -> None:
+        """On the loop: hand each request its new tokens, and its end."""
+        for live, tokens in results:
+            if tokens:
+                live.out.put_nowait(tokens)
+            if live.done:
+                live.out.put_nowait(None)
+                self._live.pop(live.request.request_id, None)
+
+    def _strand_all(self) -> list[_Live]:
         with self._lock:
-            stranded = [*self._fresh.rows, *self._steady.rows, *self._incoming]
+            lanes = [*self._fresh.rows, *self._steady.rows]
+            in_lanes = {id(live) for live in lanes}
+            admitting = [live for live in self._admitting if id(live) not in in_lanes]
+            stranded = [*lanes, *admitting, *self._incoming]
             self._incoming.clear()
-        self._fresh, self._steady = _Lane(), _Lane()
+        self._fresh, self._steady, self._admitting = _Lane(), _Lane(), []
         for live in stranded:
             live.done = True
+        return stranded
+
+    def _fail(self, stranded: list[_Live], exc: BaseException) -> None:
+        """On the loop: every stranded request ends with the failure."""
+        for live in stranded:
             live.out.put_nowait(RuntimeError(f"generation failed: {exc}"))
             self._live.pop(live.request.request_id, None)
-
-    # ---- worker thread -------------------------------------------------------------
 
     def _step(self) -> list[tuple[_Live, list[int]]]:
         with self._lock:
@@ -231,11 +252,13 @@ class TorchEngine(Engine):
             ]
         self._drop(aborted)
         emitted: dict[int, tuple[_Live, list[int]]] = {}
+        self._admitting = new  # not in a lane until its prefill succeeds
         with torch.inference_mode():
             for live in new:
                 self._prefill(live)
                 emitted[id(live)] = (live, [])
                 self._accept(live, emitted)
+            self._admitting = []
             fresh_ran = bool(self._fresh)
             if fresh_ran:
                 self._decode(self._fresh, emitted)
