@@ -93,3 +93,36 @@ async def test_sentences_become_ordered_chunks_with_progress(model_parts: tuple)
     done = next(e for e in events if isinstance(e, SegmentOut))
     assert done.metrics.text_chunks == len(progress)
     assert done.metrics.tokens_generated > 0 and done.metrics.invalid_tokens_dropped == 0
+
+
+async def test_next_chunk_starts_generating_before_this_chunk_is_fully_spoken(
+    model_parts: tuple,
+) -> None:
+    model, tokenizer, snac = model_parts
+    engine = TorchEngine(model)
+    await engine.start()
+    decoder = SnacDecodeBatcher(SnacDecoder(snac))
+    session = SynthesisSession(
+        "look",
+        Voice("tara"),
+        engine=engine,
+        tokenizer=tokenizer,
+        decoder=decoder,
+        sampling=SamplingConfig(temperature=0.0, max_tokens=140),
+        options=SessionOptions(max_chunk_chars=20),
+    )
+    session.add_text("The first sentence is here. The second one follows it. ")
+    session.end_input()
+    sent_at_progress = []
+    try:
+        async for event in session.events():
+            if isinstance(event, ProgressOut):
+                stats = engine.stats()  # sent = prefilled + waiting for a prefill
+                sent_at_progress.append(stats.prefills + stats.queued_requests)
+    finally:
+        await decoder.close()
+        await engine.close()
+    # When chunk k's audio is all out, chunk k+1 has already been sent to the engine
+    # (without look-ahead it would be sent only after this progress mark).
+    assert len(sent_at_progress) >= 3
+    assert sent_at_progress[:-1] == list(range(2, len(sent_at_progress) + 1))

@@ -13,7 +13,7 @@ import contextlib
 import itertools
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,7 +28,7 @@ from ..orpheus.codes import FrameAssembler, frames_to_token_ids
 from ..orpheus.prompt import ContinuityContext, TextTokenizer, build_prompt
 from .events import AudioOut, ProgressOut, SegmentMetrics, SegmentOut, SessionEvent
 from .options import DEFAULT_SESSION_OPTIONS, SessionOptions
-from .segment_text import SegmentText
+from .segment_text import SegmentText, TextSpan
 
 POLL_S = 0.05  # release held decode windows this often while the engine is quiet
 
@@ -194,61 +194,81 @@ class SynthesisSession:
         trimmer = HeadSilenceTrimmer(threshold_dbfs=self._options.silence_threshold_dbfs)
         context: ContinuityContext | None = None
         ready_at: float | None = None
-        while not segment.exhausted:
-            span = segment.next_chunk()
-            if span is None:
-                await self._wait_for_input()
-                continue
-            ready_at = ready_at or time.perf_counter()
-            metrics.text_chunks += 1
-            chunk = _ChunkRun(span.text)
-            async for samples in self._speak_chunk(chunk, context):
-                if self._options.trim_head_silence:
-                    samples = trimmer.push(samples)
-                if len(samples):
-                    if not metrics.audio_ms:
-                        metrics.ttfa_ms = 1000.0 * (time.perf_counter() - ready_at)
-                    audio_ms = 1000.0 * len(samples) / T.SAMPLE_RATE
-                    metrics.audio_ms += audio_ms
-                    self.playback.sent(audio_ms)
-                    yield AudioOut(segment.segment_id, float_to_pcm16(samples))
-            metrics.tokens_generated += chunk.tokens
-            metrics.invalid_tokens_dropped += chunk.assembler.tokens_dropped
-            metrics.generation_s += chunk.generation_s
-            context = self._context(span.text, chunk)
-            yield ProgressOut(segment.segment_id, span.end)
+        ahead: tuple[TextSpan, _ChunkRun] | None = None  # next chunk, already generating
+        try:
+            while ahead is not None or not segment.exhausted:
+                if ahead is not None:
+                    (span, chunk), ahead = ahead, None
+                elif (span := segment.next_chunk()) is None:
+                    await self._wait_for_input()
+                    continue
+                else:
+                    chunk = self._start_chunk(span.text, context)
+                ready_at = ready_at or time.perf_counter()
+                metrics.text_chunks += 1
+
+                def look_ahead(span: TextSpan = span, chunk: _ChunkRun = chunk) -> None:
+                    nonlocal ahead
+                    if (following := segment.next_chunk()) is not None:
+                        context = self._context(span.text, chunk)
+                        ahead = following, self._start_chunk(following.text, context)
+
+                async for samples in self._speak_chunk(chunk, look_ahead):
+                    if self._options.trim_head_silence:
+                        samples = trimmer.push(samples)
+                    if len(samples):
+                        if not metrics.audio_ms:
+                            metrics.ttfa_ms = 1000.0 * (time.perf_counter() - ready_at)
+                        audio_ms = 1000.0 * len(samples) / T.SAMPLE_RATE
+                        metrics.audio_ms += audio_ms
+                        self.playback.sent(audio_ms)
+                        yield AudioOut(segment.segment_id, float_to_pcm16(samples))
+                metrics.tokens_generated += chunk.tokens
+                metrics.invalid_tokens_dropped += chunk.assembler.tokens_dropped
+                metrics.generation_s += chunk.generation_s
+                context = self._context(span.text, chunk)
+                yield ProgressOut(segment.segment_id, span.end)
+        finally:
+            if ahead is not None:
+                await ahead[1].generation.close()
         metrics.head_silence_trimmed_ms = trimmer.trimmed_ms
         if segment is not self._silent_tail:
             yield SegmentOut(segment.segment_id, metrics)
 
-    async def _speak_chunk(
-        self, chunk: _ChunkRun, context: ContinuityContext | None
-    ) -> AsyncIterator[np.ndarray]:
+    def _start_chunk(self, text: str, context: ContinuityContext | None) -> _ChunkRun:
+        """Send the chunk's engine request now; its tokens are read when its turn comes."""
         request = GenerationRequest(
             request_id=f"{self.session_id}/{next(_REQUEST_NUMBERS)}",
-            prompt_ids=build_prompt(self._tokenizer, self.voice.name, chunk.text, context),
+            prompt_ids=build_prompt(self._tokenizer, self.voice.name, text, context),
             sampling=self._sampling,
-            max_new_tokens=token_budget(chunk.text, self._sampling, self._options.tokens_per_char),
+            max_new_tokens=token_budget(text, self._sampling, self._options.tokens_per_char),
             adapter=self.voice.adapter,
             session_id=self.session_id,
         )
+        return _ChunkRun(text, _Generation(self._engine.generate(request)))
+
+    async def _speak_chunk(
+        self, chunk: _ChunkRun, look_ahead: Callable[[], None]
+    ) -> AsyncIterator[np.ndarray]:
+        """Decode the chunk's tokens as they come; `look_ahead()` once they have all come.
+
+        The next chunk's request (whose prompt needs this chunk's last frames) then starts
+        while this chunk's last windows decode, so its prefill and first frames overlap
+        audio the listener already has.
+        """
         decoder = SnacStreamDecoder(first_emit_frames=self._options.first_chunk_frames)
-        started = time.perf_counter()
-        tokens = self._engine.generate(request)
-        pending: asyncio.Future[list[int] | None] | None = None
+        generation = chunk.generation
         race = contextlib.ExitStack()  # open from the request to the session's first audio
         if self.playback.slack_ms() == float("-inf"):
             race.enter_context(self._decoder.first_audio_race())
         try:
             while True:
-                pending = pending or asyncio.ensure_future(anext(tokens, None))
-                done, _ = await asyncio.wait({pending}, timeout=POLL_S)
-                if not done:
+                token_ids = await generation.next(POLL_S)
+                if token_ids is _STALLED:
                     windows = decoder.poll()  # the engine is slow: release held frames
-                elif (token_ids := pending.result()) is None:
+                elif token_ids is None:
                     break
                 else:
-                    pending = None
                     chunk.tokens += len(token_ids)
                     frames = chunk.assembler.push(token_ids)
                     chunk.frames.extend(frames)
@@ -262,13 +282,10 @@ class SynthesisSession:
                     yield pcm
         finally:
             race.close()
-            if pending is not None and not pending.done():
-                pending.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await pending
-            await tokens.aclose()  # aborts the engine request if it is still live
-        chunk.generation_s = time.perf_counter() - started
+            await generation.close()  # aborts the engine request if it is still live
+        chunk.generation_s = time.perf_counter() - generation.started
         chunk.assembler.finish()
+        look_ahead()
         for window in decoder.finish():
             yield await self._decoder.decode(window, self.playback.slack_ms())
 
@@ -282,9 +299,42 @@ class SynthesisSession:
 class _ChunkRun:
     """Bookkeeping of one generation chunk."""
 
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, generation: _Generation) -> None:
         self.text = text
+        self.generation = generation
         self.tokens = 0
         self.generation_s = 0.0
         self.assembler = FrameAssembler()
         self.frames: list[np.ndarray] = []
+
+
+_STALLED: list[int] = []  # sentinel: no tokens within the poll interval
+
+
+class _Generation:
+    """One engine request, started on creation and read in order."""
+
+    def __init__(self, tokens: AsyncIterator[list[int]]) -> None:
+        self.started = time.perf_counter()
+        self._tokens = tokens
+        self._pending: asyncio.Future[list[int] | None] | None = self._read()
+
+    def _read(self) -> asyncio.Future[list[int] | None]:
+        return asyncio.ensure_future(anext(self._tokens, None))
+
+    async def next(self, timeout: float) -> list[int] | None:
+        """New tokens; None at the end; `_STALLED` if none came within `timeout` seconds."""
+        self._pending = self._pending or self._read()
+        done, _ = await asyncio.wait({self._pending}, timeout=timeout)
+        if not done:
+            return _STALLED
+        tokens, self._pending = self._pending.result(), None
+        return tokens
+
+    async def close(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending is not None and not pending.done():
+            pending.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pending
+        await self._tokens.aclose()
