@@ -179,11 +179,14 @@ async def test_bulk_decode_yields_to_a_first_audio_race(decoder: SnacDecoder) ->
     window = DecodeWindow(random_frames(6, seed=4), 3 * SPF, 4 * SPF, 3)
     async with SnacDecodeBatcher(decoder) as batcher:
         with batcher.first_audio_race():
-            pending = asyncio.create_task(batcher.decode(window, 100.0))
+            pending = asyncio.create_task(batcher.decode(window, 5_000.0))
             await asyncio.sleep(0.1)
             assert not pending.done() and batcher.batches == 0  # held while the race runs
-        await pending  # released when the race ends
-        assert batcher.batches == 1
-        with batcher.first_audio_race():  # a race that never ends holds bulk only so long
+            # A stream close to underrun is not held: it decodes during the race.
             await asyncio.wait_for(batcher.decode(window, 100.0), timeout=10)
+            assert not pending.done()
+        await pending  # released when the race ends
         assert batcher.batches == 2
+        with batcher.first_audio_race():  # a race that never ends holds bulk only so long
+            await asyncio.wait_for(batcher.decode(window, 5_000.0), timeout=10)
+        assert batcher.batches == 3

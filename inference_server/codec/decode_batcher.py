@@ -21,13 +21,19 @@ URGENT_SLACK_MS = 250.0  # a stream with less buffered audio than this decodes f
 # Bulk decode waits for sessions racing to their first audio, but never longer than this
 # at a time, so established streams cannot starve behind a stream of arrivals.
 MAX_BULK_HOLD_S = 0.25
+_HOLD_POLL_S = 0.01  # how often a held bulk worker looks for windows turning urgent
 
 
 @dataclass(slots=True)
 class _Job:
     window: DecodeWindow
     future: asyncio.Future[np.ndarray]
-    slack_ms: float
+    slack_ms: float  # when submitted
+    submitted: float = field(default_factory=time.perf_counter)
+
+    def slack_now(self, now: float) -> float:
+        """The stream's buffered audio now: it drains while the window waits."""
+        return self.slack_ms - 1000.0 * (now - self.submitted)
 
 
 class SnacDecodeBatcher:
@@ -42,10 +48,11 @@ class SnacDecodeBatcher:
     the express worker, which does nothing else, so first audio never waits behind a
     batch of established streams' windows. While any session races to its first audio
     (`first_audio_race()`, from its request to its first decoded window) the bulk
-    workers start no new call (for at most `MAX_BULK_HOLD_S` at a time), and they run at
-    a lower OS priority (`bulk_nice`), so the engine's step thread and the express
-    worker get the cores. Among bulk windows, when any is urgent only the urgent ones
-    decode in the next call, lowest slack first.
+    workers start no call except for streams close to underrun (and hold the rest for
+    at most `MAX_BULK_HOLD_S`), and they run at a lower OS priority (`bulk_nice`), so
+    the engine's step thread and the express worker get the cores. Among bulk windows,
+    when any is urgent only the urgent ones decode in the next call, lowest slack first
+    (slack counted down while a window waits).
     """
 
     def __init__(
@@ -152,25 +159,46 @@ class SnacDecodeBatcher:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    def _take(self, lane: _Lane) -> list[_Job]:
+    async def _yield_to_races(self) -> bool:
+        """Hold bulk work while sessions race to first audio; True if a window turned urgent.
+
+        The hold ends when no session races, when a queued window's stream gets close to
+        underrun (then only urgent windows decode), or after `MAX_BULK_HOLD_S`.
+        """
+        deadline = time.perf_counter() + MAX_BULK_HOLD_S
+        while self._racing:
+            now = time.perf_counter()
+            least = min((j.slack_now(now) for j in self._bulk.queue), default=float("inf"))
+            if least < URGENT_SLACK_MS:
+                return True
+            if now >= deadline:
+                return False
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._no_race.wait(), min(deadline - now, _HOLD_POLL_S))
+        return False
+
+    def _take(self, lane: _Lane, urgent_only: bool = False) -> list[_Job]:
         """The next batch for `lane`'s worker; a bulk worker helps a busy express worker."""
-        jobs = self._next_batch(lane)
+        jobs = self._next_batch(lane, urgent_only)
         express = self._express
         if not jobs and lane is self._bulk and express is not None and express.busy:
             jobs = self._next_batch(express)
         return jobs
 
-    def _next_batch(self, lane: _Lane) -> list[_Job]:
+    def _next_batch(self, lane: _Lane, urgent_only: bool = False) -> list[_Job]:
         """The most urgent jobs first: first audio, then near-underrun, then everything.
 
         A call is capped at `max_batch_frames` so an urgent window that arrives while a
         batch decodes waits for at most one bounded call.
         """
-        live = sorted((j for j in lane.queue if not j.future.done()), key=lambda j: j.slack_ms)
+        now = time.perf_counter()
+        live = sorted(
+            (j for j in lane.queue if not j.future.done()), key=lambda j: j.slack_now(now)
+        )
         first_audio = [j for j in live if j.slack_ms == float("-inf")]
-        urgent = [j for j in live if j.slack_ms < URGENT_SLACK_MS]
+        urgent = [j for j in live if j.slack_now(now) < URGENT_SLACK_MS]
         jobs, frames = [], 0
-        for job in first_audio or urgent or live:
+        for job in first_audio or urgent or ([] if urgent_only else live):
             if jobs and (
                 len(jobs) >= self.max_batch_windows
                 or frames + job.window.num_frames > self.max_batch_frames
@@ -187,10 +215,8 @@ class SnacDecodeBatcher:
         while True:
             await lane.wakeup.wait()
             await asyncio.sleep(0)  # let every submitter of this tick join the batch
-            if lane is self._bulk and self._racing:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._no_race.wait(), MAX_BULK_HOLD_S)
-            jobs = self._take(lane)
+            urgent_only = lane is self._bulk and self._racing and await self._yield_to_races()
+            jobs = self._take(lane, urgent_only)
             if not lane.queue:
                 lane.wakeup.clear()
             if not jobs:
