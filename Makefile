@@ -21,6 +21,7 @@ test-slow: $(STAMP) system-deps
 
 bench: $(STAMP) system-deps
 	$(PY) -m bench.run_all
+	$(PY) -m bench.report --write
 
 lint format: $(STAMP)
 	$(VENV)/bin/ruff check --fix .

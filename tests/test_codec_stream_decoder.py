@@ -103,6 +103,24 @@ def test_slow_decoding_releases_held_frames_earlier() -> None:
     assert released.first_frame == 4
 
 
+def test_windows_ramp_up_with_the_listeners_buffer() -> None:
+    clock = FakeClock()
+    dec = SnacStreamDecoder(first_emit_frames=3, max_emit_frames=16, clock=clock)
+    dec.decode_ms_per_frame = 10.0
+    seq = frames(60)
+    (first,) = dec.push(seq[:5])
+    assert first.emitted_frames == 3  # the listener now has 256 ms
+    # 20 frames are ready, but decoding them all could outlast 256 ms: 256/2/10 - 5 = 7.
+    (second,) = dec.push(seq[5:25])
+    assert (second.first_frame, second.emitted_frames) == (3, 7)
+    clock.now += 2.0  # the listener ran dry: size no longer matters, every ready frame goes
+    assert [w.emitted_frames for w in dec.poll()] == [13]
+    # Past the ramp (23 frames emitted), a short buffer (1963 - 1800 ms) no longer
+    # shrinks windows: every ready frame goes, 16 per window.
+    clock.now = 1.8
+    assert [w.emitted_frames for w in dec.push(seq[25:45])] == [16, 4]
+
+
 @settings(max_examples=60, deadline=None)
 @given(
     n=st.integers(0, 40),

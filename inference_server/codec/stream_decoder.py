@@ -22,8 +22,9 @@ After that, ready frames may be held back while the listener still has more than
 frames: the context overhead is paid once per window instead of once per frame,
 which is what brings decode cost per audio second far below the reference's.
 `min_lead_ms=0` emits every ready frame at once. The 300 ms default leaves room for a
-16-frame window's decode on one CPU thread (~350 ms worst case here) after the lead
-dips below it; bench/bench_snac_decode.py reports the cost and underruns it gives.
+16-frame window's decode on one busy CPU thread (about 190 ms alone here, with the
+cropped decode of `SnacDecoder`) after the lead dips below it;
+bench/bench_snac_decode.py reports the cost and underruns it gives.
 """
 
 from __future__ import annotations
@@ -124,14 +125,27 @@ class SnacStreamDecoder:
         pending = ready - self._emitted
         if pending <= 0 or (self._emitted == 0 and pending < self.first_emit_frames):
             return []
-        holding = (
-            self._emitted > 0
-            and 0 < self.min_lead_ms <= self.lead_ms() - self._window_cost_ms(pending)
-        )
+        lead = self.lead_ms()
+        holding = self._emitted > 0 and 0 < self.min_lead_ms <= lead - self._window_cost_ms(pending)
         if not holding:
-            return self._emit_until(ready)
+            return self._emit_until(self._emitted + self._affordable(pending, lead))
         full = pending - pending % self.max_emit_frames
         return self._emit_until(self._emitted + full)
+
+    def _affordable(self, pending: int, lead: float) -> int:
+        """Of `pending` frames, those whose decode takes at most half the listener's buffer.
+
+        Right after the first window the buffer is short: a window of every ready frame
+        could outlast it, so the window is sized to the buffer instead and the next one
+        (with more buffer) grows. This ramp ends after `max_emit_frames` frames: later,
+        under load, small windows would only add context overhead. Once the listener has
+        run dry, or before a decode cost is known, every ready frame goes.
+        """
+        ramping = 0 < self._emitted < self.max_emit_frames
+        if not ramping or lead <= 0 or self.decode_ms_per_frame <= 0:
+            return pending
+        frames = int(lead / 2 / self.decode_ms_per_frame) - self.left_context - self.right_context
+        return min(pending, max(self.first_emit_frames, frames))
 
     def _window_cost_ms(self, frames: int) -> float:
         """Expected decode time of a window emitting `frames` (0 until a cost is known)."""
