@@ -9,7 +9,7 @@ import pytest
 
 from inference_server.service.admission import AdmissionPolicy
 from inference_server.service.errors import RpcError
-from inference_server.session.synthesis import PlaybackClock
+from inference_server.session.playback import PlaybackClock
 
 
 def playing(audio_ms: float) -> PlaybackClock:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import grpc
 
-from ..session.synthesis import PlaybackClock
+from ..session.playback import PlaybackClock
 from .errors import RpcError
 
 DEFAULT_STARVING_MS = 250.0

@@ -28,47 +28,10 @@ from ..orpheus.codes import FrameAssembler, frames_to_token_ids
 from ..orpheus.prompt import ContinuityContext, TextTokenizer, build_prompt
 from .events import AudioOut, ProgressOut, SegmentMetrics, SegmentOut, SessionEvent
 from .options import DEFAULT_SESSION_OPTIONS, SessionOptions
+from .playback import PlaybackClock
 from .segment_text import SegmentText, TextSpan
 
 POLL_S = 0.05  # release held decode windows this often while the engine is quiet
-
-
-class PlaybackClock:
-    """How far the audio sent so far is ahead of the listener's real-time playback.
-
-    The listener starts playing at the first audio; when its buffer runs dry it stalls
-    and resumes with the next audio, so a late piece costs one gap, not a debt the
-    stream carries forever (the same model the benchmarks use to count underruns).
-    """
-
-    def __init__(self) -> None:
-        self._origin: float | None = None  # when playback would have started, gaps removed
-        self._sent_ms = 0.0
-
-    @property
-    def playing(self) -> bool:
-        return self._origin is not None
-
-    def sent(self, audio_ms: float) -> None:
-        now = time.perf_counter()
-        if self._origin is None:
-            self._origin = now
-        else:
-            self._origin += max(0.0, self.starving_ms(now)) / 1000.0  # the stall
-        self._sent_ms += audio_ms
-
-    def slack_ms(self, now: float | None = None) -> float:
-        """Buffered audio at the listener; -inf before the first audio (TTFA is urgent)."""
-        if self._origin is None:
-            return float("-inf")
-        now = time.perf_counter() if now is None else now
-        return self._sent_ms - 1000.0 * (now - self._origin)
-
-    def starving_ms(self, now: float | None = None) -> float:
-        """How long the listener has been waiting with an empty buffer (0 if it is not)."""
-        if self._origin is None:
-            return 0.0
-        return max(0.0, -self.slack_ms(now))
 
 
 # Engine request ids are unique per process, not per session: a session id reused right
