@@ -121,6 +121,19 @@ def test_windows_ramp_up_with_the_listeners_buffer() -> None:
     assert [w.emitted_frames for w in dec.push(seq[25:45])] == [16, 4]
 
 
+def test_a_flush_during_the_ramp_starts_small() -> None:
+    clock = FakeClock()
+    dec = SnacStreamDecoder(first_emit_frames=3, max_emit_frames=16, clock=clock)
+    seq = frames(25)
+    dec.push(seq[:5])  # first window: 3 frames
+    dec.decode_ms_per_frame = 10.0
+    assert [w.emitted_frames for w in dec.push(seq[5:25])] == [7]  # 10 frames out in all
+    clock.now = 0.6  # the listener has 853 - 600 = 253 ms left: 7 frames are affordable
+    windows = dec.finish()
+    assert [w.emitted_frames for w in windows] == [7, 8]  # then doubling, up to the end
+    assert windows[-1].first_frame + windows[-1].emitted_frames == 25
+
+
 @settings(max_examples=60, deadline=None)
 @given(
     n=st.integers(0, 40),

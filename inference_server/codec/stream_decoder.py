@@ -152,9 +152,19 @@ class SnacStreamDecoder:
         return (frames + self.left_context + self.right_context) * self.decode_ms_per_frame
 
     def finish(self) -> list[DecodeWindow]:
-        """End of the sequence: flush every remaining frame (no right context exists)."""
+        """End of the sequence: flush every remaining frame (no right context exists).
+
+        During the ramp the flush is split like the ramp itself: a first window the
+        listener's buffer can afford, then windows doubling in size, so the stream's last
+        audio (and other streams' windows queued behind it) never waits on one big call.
+        """
         self._finished = True
-        return self._emit_until(len(self._frames))
+        end, windows = len(self._frames), []
+        size = self._affordable(end - self._emitted, self.lead_ms())
+        while self._emitted < end:
+            windows += self._emit_until(min(end, self._emitted + size))
+            size = min(self.max_emit_frames, 2 * size)
+        return windows
 
     def _emit_until(self, end: int) -> list[DecodeWindow]:
         windows = []

@@ -2,7 +2,8 @@
 
 Input arrives through `add_text` / `flush` / `end_input` while `events()` speaks:
 each segment's ready sentence groups are generated one after the other on the
-engine, decoded while they generate, head silence trimmed, and emitted as audio.
+engine (the next one is sent as soon as the previous one's tokens are in), decoded
+while they generate, head silence trimmed, and emitted as audio.
 Closing `events()` (client cancel or disconnect) aborts the live engine request.
 """
 
