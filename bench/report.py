@@ -72,6 +72,23 @@ def _rows() -> list[tuple[str, str, str]]:
                 f"{r.get('ttfa_p50_ours_over_naive_at_8', 0):.2f}x",
             )
         )
+        rows.append(
+            (
+                "streaming viability (ours) at " + "/".join(str(n) for n in ours) + " sessions",
+                " / ".join(f"{x['streaming_viability']:.2f}" for x in ours.values()),
+                "",
+            )
+        )
+    if longform := _load("longform"):
+        by = longform["rows"]
+        rows.append(
+            (
+                f"long-form story ({by[0]['audio_s_per_session']:.0f} s of audio each): "
+                "viability at " + "/".join(str(x["concurrency"]) for x in by) + " at once",
+                " / ".join(f"{x['streaming_viability']:.2f}" for x in by),
+                "",
+            )
+        )
     if plugin := _load("plugin"):
         rows.append(
             (

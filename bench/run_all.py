@@ -15,6 +15,7 @@ BENCHMARKS = (
     ("bench.bench_engine", True),  # (module, accepts --quick)
     ("bench.bench_snac_decode", True),
     ("bench.bench_concurrency", True),
+    ("bench.bench_longform", True),
     ("bench.bench_plugin", True),
     ("bench.bench_proxy", True),
     ("bench.bench_lora_mix", True),
