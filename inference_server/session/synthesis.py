@@ -181,12 +181,7 @@ class SynthesisSession:
                     if self._options.trim_head_silence:
                         samples = trimmer.push(samples)
                     if len(samples):
-                        if not metrics.audio_ms:
-                            metrics.ttfa_ms = 1000.0 * (time.perf_counter() - ready_at)
-                        audio_ms = 1000.0 * len(samples) / T.SAMPLE_RATE
-                        metrics.audio_ms += audio_ms
-                        self.playback.sent(audio_ms)
-                        yield AudioOut(segment.segment_id, float_to_pcm16(samples))
+                        yield self._audio(segment.segment_id, samples, metrics, ready_at)
                 metrics.tokens_generated += chunk.tokens
                 metrics.invalid_tokens_dropped += chunk.assembler.tokens_dropped
                 metrics.generation_s += chunk.generation_s
@@ -198,6 +193,17 @@ class SynthesisSession:
         metrics.head_silence_trimmed_ms = trimmer.trimmed_ms
         if segment is not self._silent_tail:
             yield SegmentOut(segment.segment_id, metrics)
+
+    def _audio(
+        self, segment_id: str, samples: np.ndarray, metrics: SegmentMetrics, ready_at: float
+    ) -> AudioOut:
+        """Account for audio about to go out: segment metrics and the playback clock."""
+        if not metrics.audio_ms:
+            metrics.ttfa_ms = 1000.0 * (time.perf_counter() - ready_at)
+        audio_ms = 1000.0 * len(samples) / T.SAMPLE_RATE
+        metrics.audio_ms += audio_ms
+        self.playback.sent(audio_ms)
+        return AudioOut(segment_id, float_to_pcm16(samples))
 
     def _start_chunk(self, text: str, context: ContinuityContext | None) -> _ChunkRun:
         """Send the chunk's engine request now; its tokens are read when its turn comes."""
