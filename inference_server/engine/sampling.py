@@ -46,26 +46,29 @@ def legal_starts(rows: Sequence[RowSampler]) -> list[int]:
     return [T.position_range(r.audio_step % T.FRAME_TOKENS)[0] for r in rows]
 
 
-def _legal_ids(rows: Sequence[RowSampler]) -> torch.Tensor:
+def _legal_ids(starts: Sequence[int]) -> torch.Tensor:
     """(B, 4097) token ids legal at each row's current step; the last column is the stop."""
-    starts = torch.tensor(legal_starts(rows), dtype=torch.long)
-    ids = starts[:, None] + torch.arange(T.CODEBOOK_SIZE)[None, :]
-    stop = torch.full((len(rows), 1), T.END_OF_SPEECH, dtype=torch.long)
+    ids = torch.tensor(starts, dtype=torch.long)[:, None] + torch.arange(T.CODEBOOK_SIZE)[None, :]
+    stop = torch.full((len(starts), 1), T.END_OF_SPEECH, dtype=torch.long)
     return torch.cat([ids, stop], dim=1)
 
 
 def sample_audio_tokens(logits: torch.Tensor, rows: Sequence[RowSampler]) -> list[int]:
     """Sample one legal token per row from last-position logits of shape (B, vocab)."""
-    ids = _legal_ids(rows)
+    ids = _legal_ids(legal_starts(rows))
     return _sample(logits.float().gather(1, ids.to(logits.device)).cpu(), ids, rows)
 
 
-def sample_legal_tokens(scores: torch.Tensor, rows: Sequence[RowSampler]) -> list[int]:
+def sample_legal_tokens(
+    scores: torch.Tensor, rows: Sequence[RowSampler], starts: Sequence[int]
+) -> list[int]:
     """Sample one token per row from scores over its legal ids, shape (B, 4097).
 
-    Column j < 4096 is code j of the row's frame position; the last column is the stop.
+    Column j < 4096 is code j of row i's frame position (ids from `starts[i]`, as
+    `legal_starts` gave them); the last column is the stop. `scores` is used up: it is
+    penalised and masked in place.
     """
-    return _sample(scores.float().cpu().clone(), _legal_ids(rows), rows)
+    return _sample(scores.float().cpu(), _legal_ids(starts), rows)
 
 
 def _sample(scores: torch.Tensor, ids: torch.Tensor, rows: Sequence[RowSampler]) -> list[int]:

@@ -15,7 +15,6 @@ fresh request's first 35 tokens took 1.05x their time alone with whole races and
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import threading
 from collections import deque
@@ -24,6 +23,7 @@ from dataclasses import dataclass, field
 
 import torch
 from transformers import DynamicCache, PreTrainedModel
+from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from ..orpheus import tokens as T
 from .base import Engine, EngineStats, GenerationRequest
@@ -273,15 +273,10 @@ class TorchEngine(Engine):
 
     def _prefill(self, live: _Live) -> None:
         ids = torch.tensor([list(live.request.prompt_ids)], dtype=torch.long, device=self._device)
-        with self._legal_logits([live]):
-            out = self._model(
-                input_ids=ids,
-                past_key_values=DynamicCache(),
-                use_cache=True,
-                logits_to_keep=1,
-                **self._adapter_kwargs([live]),
-            )
-        live.last_token = self._sample(out, [live])[0]
+        out, tokens = self._forward_and_sample(
+            [live], input_ids=ids, past_key_values=DynamicCache()
+        )
+        live.last_token = tokens[0]
         self._fresh.kv.add(out.past_key_values, ids.shape[1])
         self._fresh.rows.append(live)
         self._stats.prefills += 1
@@ -290,19 +285,15 @@ class TorchEngine(Engine):
         rows = lane.rows
         cache, mask, positions = lane.kv.step_inputs()
         ids = torch.tensor([[live.last_token] for live in rows], dtype=torch.long)
-        with self._legal_logits(rows):
-            out = self._model(
-                input_ids=ids.to(self._device),
-                attention_mask=mask.to(self._device),
-                position_ids=positions.to(self._device),
-                past_key_values=cache,
-                use_cache=True,
-                logits_to_keep=1,
-                **self._adapter_kwargs(rows),
-            )
-        lane.kv.commit(out.past_key_values)
         # Finished rows ride along this step (their slot is freed right after).
-        tokens = self._sample(out, rows)
+        out, tokens = self._forward_and_sample(
+            rows,
+            input_ids=ids.to(self._device),
+            attention_mask=mask.to(self._device),
+            position_ids=positions.to(self._device),
+            past_key_values=cache,
+        )
+        lane.kv.commit(out.past_key_values)
         self._stats.steps += 1
         self._stats.batch_size_sum += len(rows)
         for live, token in zip(rows, tokens, strict=True):
@@ -312,17 +303,20 @@ class TorchEngine(Engine):
             emitted.setdefault(id(live), (live, []))
             self._accept(live, emitted)
 
-    def _legal_logits(self, rows: Sequence[_Live]) -> contextlib.AbstractContextManager[None]:
-        """Project only onto each row's legal ids when the head allows it."""
-        if self._head is None:
-            return contextlib.nullcontext()
-        return self._head.restricted(legal_starts([live.sampler for live in rows]))
-
-    def _sample(self, out: object, rows: Sequence[_Live]) -> list[int]:
+    def _forward_and_sample(
+        self, rows: Sequence[_Live], **inputs: object
+    ) -> tuple[CausalLMOutputWithPast, list[int]]:
+        """One forward pass over `rows` and a token for each; only legal ids are projected
+        when the head allows it."""
         samplers = [live.sampler for live in rows]
+        kwargs = {"use_cache": True, "logits_to_keep": 1, **inputs, **self._adapter_kwargs(rows)}
         if self._head is None:
-            return sample_audio_tokens(out.logits[:, -1], samplers)
-        return sample_legal_tokens(out.logits[:, -1], samplers)
+            out = self._model(**kwargs)
+            return out, sample_audio_tokens(out.logits[:, -1], samplers)
+        starts = legal_starts(samplers)
+        with self._head.restricted(starts):
+            out = self._model(**kwargs)
+        return out, sample_legal_tokens(out.logits[:, -1], samplers, starts)
 
     def _graduate(self) -> None:
         """Fresh rows that have their first audio's tokens join the steady batch."""
