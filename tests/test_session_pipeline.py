@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import pytest
@@ -45,11 +45,19 @@ def model_parts() -> tuple:
     return load_causal_lm("tiny-random"), load_tokenizer("tiny-random"), load_snac("random")
 
 
-async def run_session(parts: tuple, texts: list[str], *, trim: bool = True) -> list:
+async def run_session(
+    parts: tuple,
+    texts: list[str],
+    *,
+    trim: bool = True,
+    options: SessionOptions | None = None,
+    snac_decoder: type[SnacDecoder] = LeadingSilenceDecoder,
+    on_event: Callable[[object, TorchEngine], None] = lambda event, engine: None,
+) -> list:
     model, tokenizer, snac = parts
     engine = TorchEngine(model)
     await engine.start()
-    decoder = SnacDecodeBatcher(LeadingSilenceDecoder(snac))
+    decoder = SnacDecodeBatcher(snac_decoder(snac))
     session = SynthesisSession(
         "s",
         Voice("tara"),
@@ -57,13 +65,17 @@ async def run_session(parts: tuple, texts: list[str], *, trim: bool = True) -> l
         tokenizer=tokenizer,
         decoder=decoder,
         sampling=SamplingConfig(temperature=0.0, max_tokens=140),
-        options=SessionOptions(trim_head_silence=trim),
+        options=options or SessionOptions(trim_head_silence=trim),
     )
     for text in texts:
         session.add_text(text)
     session.end_input()
+    events = []
     try:
-        return [event async for event in session.events()]
+        async for event in session.events():
+            on_event(event, engine)
+            events.append(event)
+        return events
     finally:
         await decoder.close()
         await engine.close()
@@ -98,30 +110,20 @@ async def test_sentences_become_ordered_chunks_with_progress(model_parts: tuple)
 async def test_next_chunk_starts_generating_before_this_chunk_is_fully_spoken(
     model_parts: tuple,
 ) -> None:
-    model, tokenizer, snac = model_parts
-    engine = TorchEngine(model)
-    await engine.start()
-    decoder = SnacDecodeBatcher(SnacDecoder(snac))
-    session = SynthesisSession(
-        "look",
-        Voice("tara"),
-        engine=engine,
-        tokenizer=tokenizer,
-        decoder=decoder,
-        sampling=SamplingConfig(temperature=0.0, max_tokens=140),
-        options=SessionOptions(max_chunk_chars=20),
-    )
-    session.add_text("The first sentence is here. The second one follows it. ")
-    session.end_input()
     sent_at_progress = []
-    try:
-        async for event in session.events():
-            if isinstance(event, ProgressOut):
-                stats = engine.stats()  # sent = prefilled + waiting for a prefill
-                sent_at_progress.append(stats.prefills + stats.queued_requests)
-    finally:
-        await decoder.close()
-        await engine.close()
+
+    def note_progress(event: object, engine: TorchEngine) -> None:
+        if isinstance(event, ProgressOut):
+            stats = engine.stats()  # sent = prefilled + waiting for a prefill
+            sent_at_progress.append(stats.prefills + stats.queued_requests)
+
+    await run_session(
+        model_parts,
+        ["The first sentence is here. The second one follows it. "],
+        options=SessionOptions(max_chunk_chars=20),
+        snac_decoder=SnacDecoder,
+        on_event=note_progress,
+    )
     # When chunk k's audio is all out, chunk k+1 has already been sent to the engine
     # (without look-ahead it would be sent only after this progress mark).
     assert len(sent_at_progress) >= 3
