@@ -14,7 +14,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from livekit.agents import APIConnectOptions, APIStatusError
 from livekit.plugins import orpheus
-from support_calls import final_status
+from support_calls import call_once, final_status
 from support_server import ServerProcess
 from tls_support import SelfSignedPki, make_pki
 
@@ -109,6 +109,14 @@ async def test_right_key_over_tls_gets_audio(node: Node) -> None:
 async def test_refused_calls_are_unauthenticated(node: Node, metadata: tuple, message: str) -> None:
     code, details, audio = await status_of(node, metadata, start("x"), text("Hi."), END)
     assert code == UNAUTHENTICATED and message in details and audio == 0
+
+
+async def test_refusal_status_survives_a_client_that_writes_ahead(node: Node) -> None:
+    """grpc/grpc#36066: an aio client still writing when the call ends used to see INTERNAL
+    in about 40% of calls; the refusal reads what was sent first, so no call loses it."""
+    msgs = (start("x"), text("Hi."), END)
+    ends = [await call_once(node.channel, msgs, bearer("key-wrong")) for _ in range(40)]
+    assert {end.code for end in ends} == {UNAUTHENTICATED}
 
 
 async def test_list_voices_needs_a_key_but_health_does_not(node: Node) -> None:

@@ -5,9 +5,11 @@ Health and reflection stay open so load balancers and grpcurl work without a key
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hmac
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 import grpc
 
@@ -21,6 +23,11 @@ HOP_HEADER = "x-orpheus-hop"  # = fleet.proxy.HOP_HEADER (kept here: auth needs 
 PROTECTED_PREFIX = "/orpheus.v1.TTS/"
 
 Metadata = Sequence[tuple[str, str | bytes]]
+
+# A refused streaming call reads what the client already sent before ending (`refuse_stream`).
+REFUSAL_READ_S = 0.5  # at most this long in all
+REFUSAL_IDLE_S = 0.05  # and no longer than this for a message after the first
+REFUSAL_MAX_MESSAGES = 16
 
 
 class Unauthenticated(Exception):
@@ -105,10 +112,13 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
 def refusing_handler(
     handler: grpc.RpcMethodHandler, code: grpc.StatusCode, details: str
 ) -> grpc.RpcMethodHandler:
-    """A handler of the same shape as `handler` that ends the call with `code` at once."""
+    """A handler of the same shape as `handler` that ends the call with `code`."""
 
     async def refuse(request_or_iterator: object, context: grpc.aio.ServicerContext) -> None:
-        await context.abort(code, details)
+        if isinstance(request_or_iterator, AsyncIterator):
+            await refuse_stream(request_or_iterator, context, code, details)
+        else:
+            await context.abort(code, details)
 
     serde = {
         "request_deserializer": handler.request_deserializer,
@@ -121,3 +131,24 @@ def refusing_handler(
     if handler.unary_stream:
         return grpc.unary_stream_rpc_method_handler(refuse, **serde)
     return grpc.unary_unary_rpc_method_handler(refuse, **serde)
+
+
+async def refuse_stream(
+    requests: AsyncIterator[object],
+    context: grpc.aio.ServicerContext,
+    code: grpc.StatusCode,
+    details: str,
+) -> None:
+    """End a client-streaming call with `code` once the messages it already sent are in.
+
+    grpc/grpc#36066: a Python aio client whose write is still in flight when the call ends
+    reports INTERNAL "Internal error from Core" instead of our status. Clients write their
+    SessionStart (often with text behind it) and then read, so reading those first, within
+    a small bound, lets them see our code.
+    """
+    with contextlib.suppress(TimeoutError, StopAsyncIteration, grpc.RpcError):
+        async with asyncio.timeout(REFUSAL_READ_S):
+            await anext(requests)
+            for _ in range(REFUSAL_MAX_MESSAGES - 1):
+                await asyncio.wait_for(anext(requests), REFUSAL_IDLE_S)
+    await context.abort(code, details)

@@ -24,6 +24,7 @@ from .auth_interceptor import (
     Continuation,
     Unauthenticated,
     bearer_key,
+    refuse_stream,
 )
 
 log = logging.getLogger(__name__)
@@ -95,7 +96,9 @@ class SessionLimitsInterceptor(grpc.aio.ServerInterceptor):
         ) -> AsyncIterator[object]:
             if label is not None and not self.quota.acquire(label):
                 self._on_refused("max_sessions_per_key")
-                await context.abort(
+                await refuse_stream(
+                    request_iterator,
+                    context,
                     grpc.StatusCode.RESOURCE_EXHAUSTED,
                     f"API key {label} already has {self.quota.max_per_key} live sessions "
                     f"(max_sessions_per_key={self.quota.max_per_key})",
