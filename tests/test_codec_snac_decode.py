@@ -156,13 +156,20 @@ async def test_batcher_close_fails_pending_decodes(decoder: SnacDecoder) -> None
         await pending
 
 
-async def test_first_audio_window_does_not_wait_behind_bulk_batches(decoder: SnacDecoder) -> None:
+@pytest.mark.parametrize(
+    ("slack_ms", "start_up"),
+    [(float("-inf"), False), (300.0, True)],
+    ids=["first audio", "start-up window"],
+)
+async def test_new_stream_window_does_not_wait_behind_bulk_batches(
+    decoder: SnacDecoder, slack_ms: float, start_up: bool
+) -> None:
     bulk_windows = [DecodeWindow(random_frames(21, seed=s), 3 * SPF, 19 * SPF, 3) for s in (1, 2)]
-    first = DecodeWindow(random_frames(5, seed=3), 0, 3 * SPF, 0)
+    new = DecodeWindow(random_frames(5, seed=3), 0, 3 * SPF, 0)
     finished: list[str] = []
 
-    async def decode(name: str, window: DecodeWindow, slack_ms: float) -> None:
-        await batcher.decode(window, slack_ms)
+    async def decode(name: str, window: DecodeWindow, slack_ms: float, **kw: bool) -> None:
+        await batcher.decode(window, slack_ms, **kw)
         finished.append(name)
 
     async with SnacDecodeBatcher(decoder, max_batch_frames=21) as batcher:
@@ -170,9 +177,9 @@ async def test_first_audio_window_does_not_wait_behind_bulk_batches(decoder: Sna
             asyncio.create_task(decode(f"bulk{i}", w, 50.0)) for i, w in enumerate(bulk_windows)
         ]
         await asyncio.sleep(0.02)  # both bulk calls are decoding
-        await decode("first", first, float("-inf"))
+        await decode("new", new, slack_ms, start_up=start_up)
         await asyncio.gather(*bulk)
-    assert finished[0] == "first"
+    assert finished[0] == "new"
 
 
 async def test_bulk_decode_yields_to_a_first_audio_race(decoder: SnacDecoder) -> None:

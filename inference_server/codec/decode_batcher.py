@@ -46,7 +46,9 @@ class SnacDecodeBatcher:
     Streaming-aware: each window carries its stream's slack (audio already delivered
     minus playback time; -inf before first audio). A session's first window goes to
     the express worker, which does nothing else, so first audio never waits behind a
-    batch of established streams' windows. While any session races to its first audio
+    batch of established streams' windows. A stream's start-up windows (its buffer still
+    thin, see `decode`) have a worker of their own too, for the same reason, so they
+    never hold up first audio either. While any session races to its first audio
     (`first_audio_race()`, from its request to its first decoded window) the bulk
     workers start no call except for streams close to underrun (and hold the rest for
     at most `MAX_BULK_HOLD_S`), and they run at a lower OS priority (`bulk_nice`), so
@@ -66,6 +68,7 @@ class SnacDecodeBatcher:
         express_worker: bool = True,
         express_threads: int = 2,
         bulk_nice: int = 19,
+        start_up_nice: int = 10,
     ) -> None:
         """`workers` bulk calls may decode at once, each on `threads_per_worker` threads.
 
@@ -85,9 +88,10 @@ class SnacDecodeBatcher:
         self.batches = 0  # decode calls made
         self.windows = 0  # windows decoded
         self._bulk = _Lane(_executor("snac-decode", workers, threads_per_worker, bulk_nice))
-        self._express = (
-            _Lane(_executor("snac-first-audio", 1, express_threads, 0)) if express_worker else None
-        )
+        self._express = self._start_up = None
+        if express_worker:
+            self._express = _Lane(_executor("snac-first-audio", 1, express_threads, 0))
+            self._start_up = _Lane(_executor("snac-start-up", 1, 1, start_up_nice))
         self._workers = workers
         self._racing = 0  # sessions between their request and their first decoded window
         self._no_race = asyncio.Event()
@@ -106,10 +110,9 @@ class SnacDecodeBatcher:
                 loop.create_task(self._run(f"bulk-{i}", self._bulk), name=f"snac-decode-{i}")
                 for i in range(self._workers)
             ]
-            if self._express is not None:
-                self._tasks.append(
-                    loop.create_task(self._run("express", self._express), name="snac-express")
-                )
+            for name, lane in (("express", self._express), ("start-up", self._start_up)):
+                if lane is not None:
+                    self._tasks.append(loop.create_task(self._run(name, lane), name=f"snac-{name}"))
 
     @contextlib.contextmanager
     def first_audio_race(self) -> Iterator[None]:
@@ -123,16 +126,28 @@ class SnacDecodeBatcher:
             if not self._racing:
                 self._no_race.set()
 
-    async def decode(self, window: DecodeWindow, slack_ms: float = 0.0) -> np.ndarray:
-        """Decoded float32 samples of `window` (only the kept range)."""
+    async def decode(
+        self, window: DecodeWindow, slack_ms: float = 0.0, *, start_up: bool = False
+    ) -> np.ndarray:
+        """Decoded float32 samples of `window` (only the kept range).
+
+        `start_up`: the stream's first second or so, while its buffer is still thin; such
+        windows go to the start-up worker, as first audio goes to the express worker.
+        """
         self.start()
         future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
         job = _Job(window, future, slack_ms)
-        first_audio = slack_ms == float("-inf") and self._express is not None
-        (self._express if first_audio else self._bulk).queue.append(job)
-        if first_audio:
-            self._express.wakeup.set()
-        self._bulk.wakeup.set()  # an idle bulk worker may take first audio if express is busy
+        lane = self._bulk
+        if slack_ms == float("-inf") and self._express is not None:
+            lane = self._express
+        elif start_up and self._start_up is not None:
+            lane = self._start_up
+        lane.queue.append(job)
+        lane.wakeup.set()
+        if lane is not self._bulk:  # an idle worker may help if that lane's worker is busy
+            for other in (self._bulk, self._start_up):
+                if other is not None:
+                    other.wakeup.set()
         return await future
 
     async def close(self) -> None:
@@ -143,7 +158,7 @@ class SnacDecodeBatcher:
         for task in self._tasks or ():
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        lanes = [lane for lane in (self._bulk, self._express) if lane is not None]
+        lanes = [lane for lane in (self._bulk, self._express, self._start_up) if lane]
         inflight = [job for jobs in self._inflight.values() for job in jobs]
         for job in [*inflight, *(job for lane in lanes for job in lane.queue)]:
             if not job.future.done():
@@ -159,8 +174,8 @@ class SnacDecodeBatcher:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    async def _yield_to_races(self) -> bool:
-        """Hold bulk work while sessions race to first audio; True if a window turned urgent.
+    async def _yield_to_races(self, lane: _Lane) -> bool:
+        """Hold `lane` while sessions race to first audio; True if a window turned urgent.
 
         The hold ends when no session races, when a queued window's stream gets close to
         underrun (then only urgent windows decode), or after `MAX_BULK_HOLD_S`.
@@ -168,7 +183,7 @@ class SnacDecodeBatcher:
         deadline = time.perf_counter() + MAX_BULK_HOLD_S
         while self._racing:
             now = time.perf_counter()
-            least = min((j.slack_now(now) for j in self._bulk.queue), default=float("inf"))
+            least = min((j.slack_now(now) for j in lane.queue), default=float("inf"))
             if least < URGENT_SLACK_MS:
                 return True
             if now >= deadline:
@@ -178,11 +193,12 @@ class SnacDecodeBatcher:
         return False
 
     def _take(self, lane: _Lane, urgent_only: bool = False) -> list[_Job]:
-        """The next batch for `lane`'s worker; a bulk worker helps a busy express worker."""
+        """The next batch for `lane`'s worker; an idle worker helps a busy express (then
+        start-up) worker."""
         jobs = self._next_batch(lane, urgent_only)
-        express = self._express
-        if not jobs and lane is self._bulk and express is not None and express.busy:
-            jobs = self._next_batch(express)
+        for other in (self._express, self._start_up):
+            if not jobs and other is not None and other is not lane and other.busy:
+                jobs = self._next_batch(other)
         return jobs
 
     def _next_batch(self, lane: _Lane, urgent_only: bool = False) -> list[_Job]:
@@ -215,7 +231,9 @@ class SnacDecodeBatcher:
         while True:
             await lane.wakeup.wait()
             await asyncio.sleep(0)  # let every submitter of this tick join the batch
-            urgent_only = lane is self._bulk and self._racing and await self._yield_to_races()
+            urgent_only = (
+                lane is not self._express and self._racing and await self._yield_to_races(lane)
+            )
             jobs = self._take(lane, urgent_only)
             if not lane.queue:
                 lane.wakeup.clear()

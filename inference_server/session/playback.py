@@ -21,6 +21,11 @@ class PlaybackClock:
     def playing(self) -> bool:
         return self._origin is not None
 
+    @property
+    def sent_ms(self) -> float:
+        """Audio sent so far."""
+        return self._sent_ms
+
     def sent(self, audio_ms: float) -> None:
         now = time.perf_counter()
         if self._origin is None:

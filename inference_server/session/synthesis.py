@@ -22,7 +22,7 @@ import numpy as np
 from ..audio.head_silence import HeadSilenceTrimmer
 from ..audio.pcm import float_to_pcm16
 from ..codec.decode_batcher import SnacDecodeBatcher
-from ..codec.stream_decoder import SnacStreamDecoder
+from ..codec.stream_decoder import DecodeWindow, SnacStreamDecoder
 from ..engine.base import Engine, GenerationRequest, SamplingConfig, token_budget
 from ..orpheus import tokens as T
 from ..orpheus.codes import FrameAssembler, frames_to_token_ids
@@ -33,6 +33,10 @@ from .playback import PlaybackClock
 from .segment_text import SegmentText, TextSpan
 
 POLL_S = 0.05  # release held decode windows this often while the engine is quiet
+# A stream's start-up: until this much audio is out, a window decodes express while the
+# listener has less than START_UP_SLACK_MS buffered (a bigger one can wait its turn).
+START_UP_MS = 16 * T.FRAME_MS
+START_UP_SLACK_MS = 500.0
 
 
 # Engine request ids are unique per process, not per session: a session id reused right
@@ -247,7 +251,7 @@ class SynthesisSession:
                 # One window at a time per stream: frames that arrive meanwhile join the
                 # next window, which is what keeps the decode overhead per frame low.
                 for window in windows:
-                    pcm = await self._decoder.decode(window, self.playback.slack_ms())
+                    pcm = await self._decode(window)
                     race.close()
                     yield pcm
         finally:
@@ -257,7 +261,12 @@ class SynthesisSession:
         chunk.assembler.finish()
         look_ahead()
         for window in decoder.finish():
-            yield await self._decoder.decode(window, self.playback.slack_ms())
+            yield await self._decode(window)
+
+    async def _decode(self, window: DecodeWindow) -> np.ndarray:
+        slack = self.playback.slack_ms()
+        start_up = self.playback.sent_ms < START_UP_MS and slack < START_UP_SLACK_MS
+        return await self._decoder.decode(window, slack, start_up=start_up)
 
     def _context(self, text: str, chunk: _ChunkRun) -> ContinuityContext | None:
         keep = self._options.continuity_frames
