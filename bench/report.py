@@ -86,7 +86,9 @@ def _rows() -> list[tuple[str, str, str]]:
                 f"long-form story ({by[0]['audio_s_per_session']:.0f} s of audio each): "
                 "viability at " + "/".join(str(x["concurrency"]) for x in by) + " at once",
                 " / ".join(f"{x['streaming_viability']:.2f}" for x in by),
-                "",
+                "worst gap "
+                + " / ".join(f"{max(x['worst_gap_ms_per_session']):.0f}" for x in by)
+                + " ms",
             )
         )
     if plugin := _load("plugin"):
