@@ -15,7 +15,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench.load import run_load
+from bench.load import ADMIT_ALL, run_load
 from bench.results_io import RESULTS, write_json
 from inference_server.local_server import ROOT, ServerProcess, free_port, wait_healthy
 
@@ -84,9 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     levels = [int(x) for x in args.levels.split(",")]
     naive_levels = [int(x) for x in args.naive_levels.split(",")]
     logs = Path(tempfile.mkdtemp(prefix="bench-concurrency-"))
-    # The sweep overloads the node on purpose: admit every session (capacity and slack).
-    admit_all = ("--capacity", "64", "--admit-starving-ms", "0")
-    ours = ServerProcess(logs / "ours.log", extra_args=admit_all).start()
+    ours = ServerProcess(logs / "ours.log", extra_args=ADMIT_ALL).start()
     naive = NaiveServer(logs / "naive.log")
     rows, naive_rows = [], []
     try:

@@ -1,6 +1,6 @@
 """Long-form: a story of many sentence groups per session, spoken without a gap?
 
-Each session sends a ~560-character story at once; the server splits it into sentence
+Each session sends a ~500-character story at once; the server splits it into sentence
 groups (chunks) and generates them one after the other, so every chunk boundary is a
 chance for a gap (the next chunk's prefill and first frames must land before the
 listener's buffer runs dry). Reports streaming viability and the worst gap per session
@@ -15,7 +15,7 @@ import asyncio
 import tempfile
 from pathlib import Path
 
-from bench.load import run_load
+from bench.load import ADMIT_ALL, run_load
 from bench.results_io import write_json
 from inference_server.local_server import ServerProcess
 
@@ -37,8 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     levels = [1, 2] if args.quick else [int(x) for x in args.levels.split(",")]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        admit_all = ("--capacity", "64", "--admit-starving-ms", "0")
-        node = ServerProcess(Path(tmp) / "server.log", admit_all).start()
+        node = ServerProcess(Path(tmp) / "server.log", ADMIT_ALL).start()
         try:
             for level in levels:
                 result = asyncio.run(

@@ -21,6 +21,8 @@ from inference_server.proto import tts_pb2_grpc as pb_grpc
 
 TEXT = "The lighthouse keeper climbed the stairs at dusk. He lit the lamp and watched the sea."
 UNDERRUN_TOLERANCE_MS = 5.0  # timer noise, not an audible gap
+# Server flags for benchmarks that overload a node on purpose: admit every session.
+ADMIT_ALL = ("--capacity", "64", "--admit-starving-ms", "0")
 
 
 @dataclass

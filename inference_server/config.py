@@ -7,6 +7,9 @@ from pathlib import Path
 
 from .session.options import DEFAULT_SESSION_OPTIONS as _SESSION  # the flags' defaults
 
+# Admission refuses while half the playing streams have starved this long (service/admission.py).
+DEFAULT_STARVING_MS = 250.0
+
 
 @dataclass(frozen=True, slots=True)
 class ServerConfig:
@@ -32,7 +35,7 @@ class ServerConfig:
     tls_client_ca: Path | None = None  # set: clients must present a certificate it signed
     metrics_port: int = 0
     capacity: int = 32  # concurrent sessions admitted
-    admit_starving_ms: float = 250.0  # refuse while half the playing streams starve this long
+    admit_starving_ms: float = DEFAULT_STARVING_MS  # 0 = admit on capacity alone
     max_batch: int = 64
     max_chunk_chars: int = _SESSION.max_chunk_chars
     max_session_chars: int = _SESSION.max_session_chars

@@ -116,7 +116,7 @@ class SnacDecodeBatcher:
 
     @contextlib.contextmanager
     def first_audio_race(self) -> Iterator[None]:
-        """Mark a session racing to its first audio: bulk decode yields the CPU meanwhile."""
+        """Mark a session racing to its first audio: bulk and start-up decode yield meanwhile."""
         self._racing += 1
         self._no_race.clear()
         try:

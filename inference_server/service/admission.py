@@ -14,10 +14,9 @@ from dataclasses import dataclass
 
 import grpc
 
+from ..config import DEFAULT_STARVING_MS
 from ..session.playback import PlaybackClock
 from .errors import RpcError
-
-DEFAULT_STARVING_MS = 250.0
 
 
 @dataclass(frozen=True, slots=True)

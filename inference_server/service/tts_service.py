@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import grpc
 
+from ..config import DEFAULT_STARVING_MS
 from ..log_context import bind_session
 from ..metrics import NodeMetrics
 from ..proto import tts_pb2 as pb
@@ -18,7 +19,7 @@ from ..proto import tts_pb2_grpc as pb_grpc
 from ..session.events import SegmentOut, SessionEvent
 from ..session.factory import SessionFactory
 from ..session.synthesis import SynthesisSession
-from .admission import DEFAULT_STARVING_MS, AdmissionPolicy
+from .admission import AdmissionPolicy
 from .errors import RpcError, to_rpc_error
 from .messages import (
     ResponseEncoder,

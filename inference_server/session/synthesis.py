@@ -22,7 +22,7 @@ import numpy as np
 from ..audio.head_silence import HeadSilenceTrimmer
 from ..audio.pcm import float_to_pcm16
 from ..codec.decode_batcher import SnacDecodeBatcher
-from ..codec.stream_decoder import DecodeWindow, SnacStreamDecoder
+from ..codec.stream_decoder import DEFAULT_MAX_EMIT_FRAMES, DecodeWindow, SnacStreamDecoder
 from ..engine.base import Engine, GenerationRequest, SamplingConfig, token_budget
 from ..orpheus import tokens as T
 from ..orpheus.codes import FrameAssembler, frames_to_token_ids
@@ -33,9 +33,10 @@ from .playback import PlaybackClock
 from .segment_text import SegmentText, TextSpan
 
 POLL_S = 0.05  # release held decode windows this often while the engine is quiet
-# A stream's start-up: until this much audio is out, a window decodes express while the
-# listener has less than START_UP_SLACK_MS buffered (a bigger one can wait its turn).
-START_UP_MS = 16 * T.FRAME_MS
+# A stream's start-up (its decoder's ramp): until this much audio is out, a window goes to
+# the batcher's start-up worker while the listener has less than START_UP_SLACK_MS
+# buffered (a bigger buffer can wait its turn in bulk).
+START_UP_MS = DEFAULT_MAX_EMIT_FRAMES * T.FRAME_MS
 START_UP_SLACK_MS = 500.0
 
 
@@ -233,7 +234,7 @@ class SynthesisSession:
         decoder = SnacStreamDecoder(first_emit_frames=self._options.first_chunk_frames)
         generation = chunk.generation
         race = contextlib.ExitStack()  # open from the request to the session's first audio
-        if self.playback.slack_ms() == float("-inf"):
+        if not self.playback.playing:
             race.enter_context(self._decoder.first_audio_race())
         try:
             while True:
