@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 
 import pytest
 
@@ -127,3 +128,68 @@ async def test_a_failing_forward_fails_its_requests_and_the_engine_keeps_serving
         assert engine.live_request_ids() == frozenset()
     finally:
         await engine.close()
+
+
+async def test_close_never_hangs_when_it_lands_between_a_step_and_the_idle_check(
+    parts: tuple,
+) -> None:
+    """close() flags the stop while the step thread is between its last step and going idle."""
+    engine = TorchEngine(parts[0])
+    await engine.start()
+    in_last_step, release = threading.Event(), threading.Event()
+
+    def interleave(outputs: list) -> None:
+        if any(o.finished for o in outputs):
+            in_last_step.set()
+            release.wait(10)
+
+    engine.interleave = interleave
+    short = SamplingConfig(temperature=0.0, max_tokens=7)
+    speaking = asyncio.create_task(generate(engine, request(parts, 1, "Hi", short)))
+    assert await asyncio.to_thread(in_last_step.wait, 10)
+    closing = asyncio.create_task(engine.close())
+    await asyncio.sleep(0)  # close() has flagged the stop and now waits for the thread
+    release.set()
+    await asyncio.wait_for(closing, 10)
+    assert len(await speaking) == 7
+
+
+async def test_a_step_delivered_late_never_ends_the_stream_before_its_last_tokens(
+    parts: tuple,
+) -> None:
+    """A busy loop runs step N's delivery after step N+1 finished the request: the stream
+    must still carry step N+1's tokens (the end travels with the step that made it)."""
+    engine = TorchEngine(parts[0])
+    await engine.start()
+    loop = asyncio.get_running_loop()
+    budget = 14
+    last_step_done, release_last = threading.Event(), threading.Event()
+
+    async def release_after_loop_turns() -> None:
+        for _ in range(50):  # plenty of turns for the consumer to read what it was given
+            await asyncio.sleep(0)
+        release_last.set()
+
+    def interleave(outputs: list) -> None:
+        for output in outputs:
+            if output.live.request.request_id != "late" or output.finished:
+                continue
+            if output.live.generated == budget - 1:  # step N: stall the loop until N+1 ran
+                loop.call_soon_threadsafe(last_step_done.wait, 10)
+        if any(o.finished and o.live.request.request_id == "late" for o in outputs):
+            last_step_done.set()  # step N+1: let the loop deliver step N, then wait a while
+            asyncio.run_coroutine_threadsafe(release_after_loop_turns(), loop)
+            release_last.wait(10)
+
+    try:
+        alone = await generate(engine, request(parts, 0, "Hello there.", GREEDY))
+        engine.interleave = interleave
+        sampling = SamplingConfig(temperature=0.0, max_tokens=budget)
+        late = GenerationRequest(
+            "late", request(parts, 0, "Hello there.").prompt_ids, sampling, budget
+        )
+        tokens = await asyncio.wait_for(generate(engine, late), 30)
+    finally:
+        engine.interleave = lambda outputs: None
+        await engine.close()
+    assert tokens == alone[:budget]

@@ -18,7 +18,7 @@ import asyncio
 import logging
 import threading
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -56,6 +56,19 @@ class _Lane:
             other.kv.add_layers(*self.kv.row_layers(i))
             other.rows.append(self.rows[i])
         self.keep([i for i in range(len(self.rows)) if i not in rows])
+
+
+@dataclass(frozen=True, slots=True)
+class _StepOutput:
+    """One request's share of one step: its new tokens and whether it ended in that step.
+
+    `finished` is decided on the step thread with the tokens, so the loop never reads a
+    row's later state when it delivers an earlier step (vLLM's `EngineCoreOutput` does
+    the same)."""
+
+    live: _Live
+    tokens: list[int]
+    finished: bool
 
 
 @dataclass(eq=False, slots=True)
@@ -107,6 +120,9 @@ class TorchEngine(Engine):
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        # Test seam: called on the step thread with each step's outputs before they are
+        # posted to the loop, so tests can force an interleaving instead of racing for it.
+        self.interleave: Callable[[list[_StepOutput]], None] = lambda outputs: None
 
     @property
     def _model(self) -> torch.nn.Module:
@@ -200,25 +216,28 @@ class TorchEngine(Engine):
             if self._stopping:
                 return
             try:
-                results = self._step()
+                outputs = self._step()
             except Exception as exc:  # a model failure must not take the server down
                 log.exception("engine step failed; failing %d live requests", len(self._live))
                 loop.call_soon_threadsafe(self._fail, self._strand_all(), exc)
                 continue
-            if results:
-                loop.call_soon_threadsafe(self._deliver, results)
-            with self._lock:
-                if not (self._fresh or self._steady or self._incoming or self._aborted):
+            self.interleave(outputs)
+            if outputs:
+                loop.call_soon_threadsafe(self._deliver, outputs)
+            with self._lock:  # close() sets _stopping under this lock: never sleep past it
+                if not (
+                    self._fresh or self._steady or self._incoming or self._aborted or self._stopping
+                ):
                     self._work.clear()
 
-    def _deliver(self, results: list[tuple[_Live, list[int]]]) -> None:
+    def _deliver(self, outputs: list[_StepOutput]) -> None:
         """On the loop: hand each request its new tokens, and its end."""
-        for live, tokens in results:
-            if tokens:
-                live.out.put_nowait(tokens)
-            if live.done:
-                live.out.put_nowait(None)
-                self._live.pop(live.request.request_id, None)
+        for output in outputs:
+            if output.tokens:
+                output.live.out.put_nowait(output.tokens)
+            if output.finished:
+                output.live.out.put_nowait(None)
+                self._live.pop(output.live.request.request_id, None)
 
     def _strand_all(self) -> list[_Live]:
         with self._lock:
@@ -238,7 +257,7 @@ class TorchEngine(Engine):
             live.out.put_nowait(RuntimeError(f"generation failed: {exc}"))
             self._live.pop(live.request.request_id, None)
 
-    def _step(self) -> list[tuple[_Live, list[int]]]:
+    def _step(self) -> list[_StepOutput]:
         with self._lock:
             aborted, self._aborted = self._aborted, set()
             if aborted:
@@ -269,7 +288,7 @@ class TorchEngine(Engine):
             elif self._steady:
                 self._steady_skipped += 1
         self._drop(set())
-        return list(emitted.values())
+        return [_StepOutput(live, tokens, live.done) for live, tokens in emitted.values()]
 
     def _prefill(self, live: _Live) -> None:
         ids = torch.tensor([list(live.request.prompt_ids)], dtype=torch.long, device=self._device)
