@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -137,18 +136,11 @@ def write_checkpoint(directory: Path, dims: dict[str, Any] = ORPHEUS_3B, seed: i
 
 def write_config(directory: Path, dims: dict[str, Any] = ORPHEUS_3B) -> dict[str, Any]:
     """config.json plus the bundled Llama-3.2 tokenizer; returns the config."""
-    from inference_server.engine.model_loading import bundled_tokenizer_file  # imports torch
+    from inference_server.engine.model_loading import write_tokenizer  # imports torch
 
     config = llama_config(dims)
     (directory / "config.json").write_text(json.dumps(config, indent=1))
-    shutil.copyfile(bundled_tokenizer_file(), directory / "tokenizer.json")
-    tok_config = {
-        "tokenizer_class": "PreTrainedTokenizerFast",
-        "bos_token": "<|begin_of_text|>",
-        "eos_token": "<|eot_id|>",
-        "model_max_length": dims["max_position_embeddings"],
-    }
-    (directory / "tokenizer_config.json").write_text(json.dumps(tok_config, indent=1))
+    write_tokenizer(directory, model_max_length=dims["max_position_embeddings"])
     return config
 
 

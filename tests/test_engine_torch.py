@@ -193,3 +193,29 @@ async def test_a_step_delivered_late_never_ends_the_stream_before_its_last_token
         engine.interleave = lambda outputs: None
         await engine.close()
     assert tokens == alone[:budget]
+
+
+async def test_a_prefill_that_fails_fails_only_its_own_request(parts: tuple) -> None:
+    model = load_causal_lm("tiny-random")
+    engine = TorchEngine(model)
+
+    def poison_prefill(module: object, args: tuple, kwargs: dict) -> None:
+        if (kwargs["input_ids"] == T.PAD).any():  # only the poisoned prompt carries PAD
+            raise RuntimeError("poisoned prompt")
+
+    hook = model.register_forward_pre_hook(poison_prefill, with_kwargs=True)
+    await engine.start()
+    try:
+        good = [request(parts, i, t) for i, t in enumerate(TEXTS[:3])]
+        alone = [await generate(engine, r) for r in good]
+        poison = GenerationRequest("poison", [*good[0].prompt_ids, T.PAD], GREEDY, 70)
+        first = [request(parts, 10 + i, t) for i, t in enumerate(TEXTS[:3])]
+        results = await asyncio.gather(
+            generate(engine, first[0]), generate(engine, poison), generate(engine, first[1]),
+            generate(engine, first[2]), return_exceptions=True,
+        )  # fmt: skip
+    finally:
+        hook.remove()
+        await engine.close()
+    assert isinstance(results[1], RuntimeError) and "poisoned prompt" in str(results[1])
+    assert [results[0], results[2], results[3]] == alone

@@ -1,31 +1,29 @@
-"""The vLLM engine's translation layer, run without vLLM (a fake shaped like vLLM's AsyncLLM)."""
+"""The vLLM engine's translation layer and flag defaults, without vLLM (the engine itself
+runs for real in tests/vllm, under .venv-vllm)."""
 
 from __future__ import annotations
 
-import asyncio
 import importlib.util
+import json
 import shutil
 import subprocess
 import sys
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
 import torch
+from safetensors.numpy import load_file
 from safetensors.torch import save_file
 
 from inference_server.cli import build_parser, config_from_args
 from inference_server.config import ServerConfig
-from inference_server.engine.base import GenerationRequest, SamplingConfig
+from inference_server.engine.base import SamplingConfig
 from inference_server.engine.model_loading import bundled_tokenizer_file
 from inference_server.engine.vllm_engine import (
-    AUDIO_AND_STOP_IDS,
+    AUDIO_MASK_ARG,
     DeltaTokens,
     LoraIds,
-    VllmApi,
     VllmEngine,
     VllmEngineConfig,
     build_vllm_engine,
@@ -33,6 +31,7 @@ from inference_server.engine.vllm_engine import (
     engine_args,
     lora_int_id,
     sampling_kwargs,
+    write_zero_adapter,
 )
 from inference_server.orpheus import tokens as T
 from inference_server.voices import VoiceRegistry
@@ -72,12 +71,12 @@ def test_engine_args_from_cli_flags(monkeypatch: pytest.MonkeyPatch) -> None:
         "--model", "/models/orpheus", "--voices-dir", "/voices", "--max-model-len", "2048",
         "--quantization", "none", "--kv-cache-dtype", "fp8", "--max-loras", "4",
         "--max-lora-rank", "32", "--gpu-memory-utilization", "0.5", "--max-batch", "48",
-    )  # fmt: skip
+    ).for_hardware(cuda_available=True)  # fmt: skip
     assert engine_args(config_from_server(flags)) == {
         "model": "/models/orpheus",
-        "tokenizer": "/models/orpheus",
         "max_model_len": 2048,
         "quantization": None,
+        "dtype": "auto",
         "kv_cache_dtype": "fp8",
         "enable_lora": True,
         "max_loras": 4,
@@ -88,32 +87,84 @@ def test_engine_args_from_cli_flags(monkeypatch: pytest.MonkeyPatch) -> None:
         "max_num_seqs": 48,
         "tensor_parallel_size": 1,
         "seed": 0,
+        "skip_tokenizer_init": True,
+        "logits_processors": ["inference_server.engine.vllm_audio_mask:OrpheusAudioMask"],
     }
 
 
-def test_engine_args_defaults_fp8_max_model_len_and_no_lora_without_voices() -> None:
-    kwargs = engine_args(config_from_server(server_flags("--model", "/m")))
-    assert kwargs["quantization"] == "fp8" and kwargs["enable_prefix_caching"] is True
-    assert (
-        kwargs["max_model_len"] == ServerConfig().max_model_len and kwargs["enable_lora"] is False
-    )
-    assert "max_loras" not in kwargs and "max_lora_rank" not in kwargs
+def test_defaults_follow_the_device_fp8_on_cuda_none_on_cpu() -> None:
+    gpu = server_flags("--model", "/m").for_hardware(cuda_available=True)
+    cpu = server_flags("--model", "/m").for_hardware(cuda_available=False)
+    assert (gpu.device, gpu.quantization) == ("cuda", "fp8")
+    assert (cpu.device, cpu.quantization) == ("cpu", "none")
+    gpu_args = engine_args(config_from_server(gpu))
+    assert gpu_args["quantization"] == "fp8" and gpu_args["enable_prefix_caching"] is True
+    assert gpu_args["max_model_len"] == ServerConfig().max_model_len
+    assert gpu_args["enable_lora"] is False and "max_loras" not in gpu_args
+    assert engine_args(config_from_server(cpu))["quantization"] is None
 
 
-def test_build_vllm_engine_refuses_tiny_random_and_maps_unknown_voices(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (("--quantization", "fp8"), r"--quantization fp8 needs a CUDA GPU"),
+        (("--quantization", "int3"), r"--quantization must be auto, fp8 or none"),
+        (("--device", "cuda"), r"--device cuda: no CUDA device"),
+    ],
+)
+def test_choices_this_machine_cannot_run_name_the_flag(flags: tuple, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        server_flags("--model", "/m", *flags).for_hardware(cuda_available=False)
+
+
+def test_explicit_fp8_on_cpu_is_refused_by_the_command_line(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "inference_server", "--engine", "vllm", "--quantization", "fp8",
+         "--device", "cpu", "--port", "0"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "--quantization fp8 needs a CUDA GPU" in result.stderr
+
+
+def test_cpu_voices_get_a_slot_for_the_base_adapter() -> None:
+    config = VllmEngineConfig(model="/m", device="cpu", quantization=None, max_loras=4)
+    args = engine_args(config)
+    assert (args["max_loras"], args["max_cpu_loras"]) == (5, 65)
+
+
+def test_the_zero_adapter_fits_the_checkpoint(tmp_path: Path) -> None:
+    model = tmp_path / "model"
+    model.mkdir()
+    config = {"hidden_size": 128, "num_attention_heads": 4, "head_dim": 32,
+              "num_hidden_layers": 2}  # fmt: skip
+    (model / "config.json").write_text(json.dumps(config))
+    adapter = write_zero_adapter(model, tmp_path / "zero")
+    weights = load_file(str(adapter / "adapter_model.safetensors"))
+    assert len(weights) == 4 and all(not w.any() for w in weights.values())
+    key = "base_model.model.model.layers.1.self_attn.q_proj"
+    assert weights[f"{key}.lora_A.weight"].shape == (8, 128)
+    assert weights[f"{key}.lora_B.weight"].shape == (128, 8)
+
+
+def test_build_vllm_engine_maps_voices_and_writes_tiny_random_to_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     voices, model = tmp_path / "voices", tmp_path / "orpheus"
     write_adapter(voices / "nova")
     model.mkdir()
     shutil.copy(bundled_tokenizer_file(), model / "tokenizer.json")
     registry = VoiceRegistry(voices, "orpheus")
-    with pytest.raises(ValueError, match="local checkpoint"):
-        build_vllm_engine(server_flags(), registry)
     flags = server_flags("--model", str(model), "--voices-dir", str(voices))
-    engine, tokenizer = build_vllm_engine(flags, registry)
+    engine, tokenizer = build_vllm_engine(flags.for_hardware(cuda_available=False), registry)
     assert engine.config.enable_lora and engine.config.model == str(model)
     assert engine.has_adapter("nova") and not engine.has_adapter("ghost")
     assert not engine.has_adapter("tara")  # base voices need no adapter
     assert tokenizer.encode("tara: hi")[0] == T.BOS
+    tiny, _ = build_vllm_engine(server_flags().for_hardware(cuda_available=False), registry)
+    written = json.loads((Path(tiny.config.model) / "config.json").read_text())
+    assert written["head_dim"] == 32 and written["vocab_size"] == T.VOCAB_SIZE
 
 
 @pytest.mark.parametrize(
@@ -130,15 +181,14 @@ def test_bad_config_is_a_clear_error(changes: dict[str, Any], message: str) -> N
         VllmEngineConfig(model="/m", **changes)
 
 
-def test_sampling_kwargs_token_ids_only_stop_and_budget() -> None:
+def test_sampling_kwargs_token_ids_only_stop_budget_and_the_audio_mask() -> None:
     kw = sampling_kwargs(SamplingConfig(seed=3), max_new_tokens=700)
     assert kw["stop_token_ids"] == [STOP] and kw["detokenize"] is False
     assert (kw["temperature"], kw["top_p"], kw["repetition_penalty"]) == (0.6, 0.8, 1.1)
     assert kw["max_tokens"] == 700 and kw["seed"] == 3
-    assert kw["allowed_token_ids"] == AUDIO_AND_STOP_IDS and len(AUDIO_AND_STOP_IDS) == 7 * 4096 + 1
-    greedy = sampling_kwargs(SamplingConfig(temperature=0, max_tokens=70), 700, constrain=False)
-    assert greedy["temperature"] == 0.0 and greedy["max_tokens"] == 70
-    assert "allowed_token_ids" not in greedy
+    assert kw["extra_args"] == {AUDIO_MASK_ARG: True} and "allowed_token_ids" not in kw
+    greedy = sampling_kwargs(SamplingConfig(temperature=0, max_tokens=70), 70)
+    assert greedy["temperature"] == 0.0 and greedy["top_p"] == 1.0 and greedy["max_tokens"] == 70
 
 
 def test_lora_ids_are_stable_positive_int32_and_distinct() -> None:
@@ -172,113 +222,3 @@ def test_delta_tokens_stop_token_and_budget() -> None:
     b = DeltaTokens(budget=4)
     assert b.push([A] * 3) == [A] * 3
     assert b.push([A] * 3) == [A] and b.done
-
-
-@dataclass
-class FakeAsyncLLM:
-    """Shaped like vllm.v1.engine.async_llm.AsyncLLM: generate() yields DELTA RequestOutputs."""
-
-    deltas: list[list[int]]
-    calls: list[dict[str, Any]] = field(default_factory=list)
-    aborted: list[str] = field(default_factory=list)
-    gate: asyncio.Event = field(default_factory=asyncio.Event)
-
-    async def generate(
-        self, prompt: dict, params: dict, request_id: str, *, lora_request: Any = None
-    ) -> AsyncIterator[SimpleNamespace]:
-        self.calls.append(dict(prompt=prompt, params=params, id=request_id, lora=lora_request))
-        for i, delta in enumerate(self.deltas):
-            if i == 2:
-                await self.gate.wait()  # lets a test cancel mid-stream
-            last = i == len(self.deltas) - 1 or STOP in delta
-            yield SimpleNamespace(outputs=[SimpleNamespace(token_ids=delta)], finished=last)
-            if last:
-                return
-
-    async def abort(self, request_id: str) -> None:
-        self.aborted.append(request_id)
-
-
-def fake_api(client: FakeAsyncLLM, seen_args: list[dict]) -> VllmApi:
-    def make_client(kwargs: dict) -> FakeAsyncLLM:
-        seen_args.append(kwargs)
-        return client
-
-    return VllmApi(
-        make_client=make_client,
-        sampling_params=lambda **kw: kw,
-        lora_request=lambda name, lora_id, path: ("LoRARequest", name, lora_id, path),
-        delta="DELTA",
-    )
-
-
-def request(rid: str, adapter: str | None = None, budget: int = 70) -> GenerationRequest:
-    return GenerationRequest(rid, [1, 2, 3], SamplingConfig(), budget, adapter=adapter)
-
-
-async def collect(engine: VllmEngine, req: GenerationRequest) -> list[int]:
-    return [t async for chunk in engine.generate(req) for t in chunk]
-
-
-async def test_engine_streams_deltas_until_stop_with_stable_lora_requests() -> None:
-    client = FakeAsyncLLM(deltas=[[A, A + 1], [A + 2], [A + 3, STOP], []])
-    client.gate.set()
-    seen: list[dict] = []
-    voices = {"ava": Path("/voices/ava")}
-    engine = VllmEngine(VllmEngineConfig(model="/m"), voices.get, api=fake_api(client, seen))
-    await engine.start()
-    assert seen[0]["enable_lora"] is True and seen[0]["quantization"] == "fp8"
-
-    assert await collect(engine, request("r1", "ava")) == [A, A + 1, A + 2, A + 3]
-    assert await collect(engine, request("r2", "ava")) == [A, A + 1, A + 2, A + 3]
-    assert await collect(engine, request("r3")) == [A, A + 1, A + 2, A + 3]
-    loras = [c["lora"] for c in client.calls]
-    assert loras[0] == loras[1] == ("LoRARequest", "ava", lora_int_id("ava"), "/voices/ava")
-    assert loras[2] is None
-    call = client.calls[0]
-    assert call["prompt"] == {"prompt_token_ids": [1, 2, 3]}
-    assert call["params"]["output_kind"] == "DELTA" and call["params"]["stop_token_ids"] == [STOP]
-    assert client.aborted == []  # finished by the stop token: nothing to abort
-    assert engine.live_request_ids() == frozenset() and engine.stats().tokens_generated == 12
-    assert engine.has_adapter("ava") and not engine.has_adapter("zed")
-    with pytest.raises(ValueError, match="'zed' is not a LoRA voice"):
-        await collect(engine, request("r4", "zed"))
-
-
-async def test_cancel_mid_stream_aborts_the_vllm_request() -> None:
-    client = FakeAsyncLLM(deltas=[[A], [A + 1], [A + 2], [STOP]])
-    engine = VllmEngine(VllmEngineConfig(model="/m"), api=fake_api(client, []))
-    await engine.start()
-    got: list[int] = []
-    two_received = asyncio.Event()
-
-    async def consume() -> None:
-        async for chunk in engine.generate(request("r9")):
-            got.extend(chunk)
-            if len(got) == 2:
-                two_received.set()
-
-    task = asyncio.create_task(consume())
-    await two_received.wait()
-    assert engine.live_request_ids() == {"r9"}
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    assert client.aborted == ["r9"] and engine.live_request_ids() == frozenset()
-
-
-async def test_budget_reached_aborts_and_explicit_abort_forwards() -> None:
-    client = FakeAsyncLLM(deltas=[[A] * 5, [A] * 5, [A] * 5, [STOP]])
-    client.gate.set()
-    engine = VllmEngine(VllmEngineConfig(model="/m"), api=fake_api(client, []))
-    await engine.start()
-    assert await collect(engine, request("rb", budget=7)) == [A] * 7
-    assert client.aborted == ["rb"]
-
-    gen = engine.generate(request("rx"))
-    client.gate.clear()
-    assert await anext(gen) == [A] * 5
-    engine.abort("rx")
-    await asyncio.sleep(0)
-    assert client.aborted == ["rb", "rx"]
-    await gen.aclose()

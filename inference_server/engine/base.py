@@ -12,6 +12,10 @@ from ..orpheus import tokens as T
 GREEDY_TEMPERATURE = 1e-5  # at or below this, sampling is argmax
 
 
+class AdapterLoadError(RuntimeError):
+    """A LoRA voice's adapter could not be read or does not fit the model."""
+
+
 @dataclass(frozen=True, slots=True)
 class SamplingConfig:
     """Production defaults from the reference deployment."""
@@ -45,6 +49,16 @@ class GenerationRequest:
     max_new_tokens: int  # this chunk's budget (see `token_budget`)
     adapter: str | None = None  # LoRA voice name; None = base model
     session_id: str = ""
+
+
+def check_prompt(request: GenerationRequest, vocab_size: int) -> None:
+    """Refuse prompt ids the model has no embedding for, before they reach a batch."""
+    bad = [t for t in request.prompt_ids if not 0 <= t < vocab_size]
+    if bad or not request.prompt_ids:
+        raise ValueError(
+            f"request {request.request_id!r}: prompt needs 1+ token ids in [0, {vocab_size}); "
+            f"got {len(bad)} outside it (e.g. {bad[:3]})"
+        )
 
 
 @dataclass(slots=True)

@@ -23,17 +23,17 @@ from peft import LoraConfig, PeftModel
 from peft.utils import set_peft_model_state_dict
 from safetensors.torch import load_file
 
+from .base import AdapterLoadError
+
 log = logging.getLogger(__name__)
+
+__all__ = ["AdapterLoadError", "LoraAdapterCache", "StagedAdapter", "read_adapter"]
 
 BASE_ADAPTER = "__base__"  # PEFT's row name for "no adapter" in mixed batches
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 
 AdapterLocator = Callable[[str], Path]
-
-
-class AdapterLoadError(RuntimeError):
-    """An adapter directory could not be read or does not fit the model."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import shutil
+import tempfile
 from importlib import resources
 from pathlib import Path
 
@@ -22,16 +26,20 @@ NOISE_WARNING = (
 )
 
 
-def tiny_random_config() -> LlamaConfig:
-    """A small Llama with the real Orpheus vocab and special ids, fast on CPU."""
+def tiny_random_config(head_dim: int = 16) -> LlamaConfig:
+    """A small Llama with the real Orpheus vocab and special ids, fast on CPU.
+
+    The torch engine's `tiny-random` has head_dim 16; vLLM's CPU attention needs >= 32
+    (`VLLM_TINY_HEAD_DIM`), which doubles every width.
+    """
     return LlamaConfig(
         vocab_size=T.VOCAB_SIZE,
-        hidden_size=64,
-        intermediate_size=128,
+        hidden_size=4 * head_dim,
+        intermediate_size=8 * head_dim,
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=2,
-        head_dim=16,
+        head_dim=head_dim,
         max_position_embeddings=8192,
         tie_word_embeddings=True,
         bos_token_id=T.BOS,
@@ -39,6 +47,48 @@ def tiny_random_config() -> LlamaConfig:
         pad_token_id=T.PAD,
         rope_theta=500000.0,
     )
+
+
+VLLM_TINY_HEAD_DIM = 32
+
+
+def tiny_random_dir(head_dim: int = VLLM_TINY_HEAD_DIM, seed: int = 0) -> Path:
+    """`tiny-random` as a local checkpoint directory (safetensors + tokenizer) for engines
+    that load from disk (vLLM), written once under the user's cache directory."""
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return write_tiny_random(
+        cache / "orpheus-serving" / f"tiny-random-hd{head_dim}-seed{seed}", head_dim, seed
+    )
+
+
+def write_tiny_random(directory: Path, head_dim: int = VLLM_TINY_HEAD_DIM, seed: int = 0) -> Path:
+    """Write the seeded `tiny-random` weights with `head_dim` to `directory` (kept if there).
+
+    Written beside it and renamed, so concurrent writers never see a half-written one."""
+    if (directory / "config.json").is_file():
+        return directory
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=f".{directory.name}-", dir=directory.parent))
+    torch.manual_seed(seed)
+    LlamaForCausalLM(tiny_random_config(head_dim)).save_pretrained(scratch)
+    write_tokenizer(scratch, model_max_length=8192)
+    try:
+        scratch.rename(directory)
+    except OSError:  # another process won the race: use its copy
+        shutil.rmtree(scratch, ignore_errors=True)
+    return directory
+
+
+def write_tokenizer(directory: Path, model_max_length: int) -> None:
+    """The bundled Llama-3.2 tokenizer, as a checkpoint directory carries it."""
+    shutil.copyfile(bundled_tokenizer_file(), directory / "tokenizer.json")
+    tok_config = {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "bos_token": "<|begin_of_text|>",
+        "eos_token": "<|eot_id|>",
+        "model_max_length": model_max_length,
+    }
+    (directory / "tokenizer_config.json").write_text(json.dumps(tok_config, indent=1))
 
 
 def load_causal_lm(

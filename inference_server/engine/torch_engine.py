@@ -26,7 +26,7 @@ from transformers import DynamicCache, PreTrainedModel
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from ..orpheus import tokens as T
-from .base import Engine, EngineStats, GenerationRequest
+from .base import Engine, EngineStats, GenerationRequest, check_prompt
 from .kv_batch import PaddedKVBatch
 from .legal_head import LegalSliceHead
 from .lora_cache import LoraAdapterCache
@@ -69,6 +69,7 @@ class _StepOutput:
     live: _Live
     tokens: list[int]
     finished: bool
+    error: BaseException | None = None  # this request alone failed (e.g. in its prefill)
 
 
 @dataclass(eq=False, slots=True)
@@ -148,6 +149,7 @@ class TorchEngine(Engine):
     async def generate(self, request: GenerationRequest) -> AsyncIterator[list[int]]:
         if request.request_id in self._live:
             raise ValueError(f"duplicate request id {request.request_id!r}")
+        check_prompt(request, self._base_model.config.vocab_size)
         if request.adapter is not None:
             if self._lora is None:
                 raise ValueError(f"voice {request.adapter!r} needs LoRA support, which is off")
@@ -233,6 +235,10 @@ class TorchEngine(Engine):
     def _deliver(self, outputs: list[_StepOutput]) -> None:
         """On the loop: hand each request its new tokens, and its end."""
         for output in outputs:
+            if output.error is not None:
+                output.live.out.put_nowait(RuntimeError(f"generation failed: {output.error}"))
+                self._live.pop(output.live.request.request_id, None)
+                continue
             if output.tokens:
                 output.live.out.put_nowait(output.tokens)
             if output.finished:
@@ -271,10 +277,17 @@ class TorchEngine(Engine):
             ]
         self._drop(aborted)
         emitted: dict[int, tuple[_Live, list[int]]] = {}
+        failed: list[_StepOutput] = []
         self._admitting = new  # not in a lane until its prefill succeeds
         with torch.inference_mode():
             for live in new:
-                self._prefill(live)
+                try:
+                    self._prefill(live)
+                except Exception as exc:  # this prompt alone: the batch goes on
+                    log.warning("prefill of %s failed: %r", live.request.request_id, exc)
+                    live.done = True
+                    failed.append(_StepOutput(live, [], True, exc))
+                    continue
                 emitted[id(live)] = (live, [])
                 self._accept(live, emitted)
             self._admitting = []
@@ -288,7 +301,7 @@ class TorchEngine(Engine):
             elif self._steady:
                 self._steady_skipped += 1
         self._drop(set())
-        return [_StepOutput(live, tokens, live.done) for live, tokens in emitted.values()]
+        return [*failed, *(_StepOutput(live, toks, live.done) for live, toks in emitted.values())]
 
     def _prefill(self, live: _Live) -> None:
         ids = torch.tensor([list(live.request.prompt_ids)], dtype=torch.long, device=self._device)

@@ -40,3 +40,13 @@ def position_range(position: int) -> tuple[int, int]:
     """[start, end) token ids legal at `position` inside a frame."""
     start = AUDIO_TOKEN_BASE + position * CODEBOOK_SIZE
     return start, start + CODEBOOK_SIZE
+
+
+def legal_start(audio_step: int) -> int:
+    """First token id legal at generated audio step `audio_step` (its frame position's range)."""
+    return AUDIO_TOKEN_BASE + (audio_step % FRAME_TOKENS) * CODEBOOK_SIZE
+
+
+def stop_allowed(audio_step: int) -> bool:
+    """The stop token ends speech only at a frame boundary, after at least one whole frame."""
+    return audio_step > 0 and audio_step % FRAME_TOKENS == 0

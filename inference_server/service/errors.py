@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import grpc
 
-from ..engine.lora_cache import AdapterLoadError
+from ..engine.base import AdapterLoadError
 from ..session.synthesis import SessionInputError
 from ..voices.names import InvalidVoiceNameError
 from ..voices.registry import UnknownVoiceError
