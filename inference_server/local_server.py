@@ -49,6 +49,8 @@ class ServerProcess:
     log_path: Path
     extra_args: tuple[str, ...] = ()
     port: int = field(default_factory=free_port)
+    python: str = sys.executable  # another venv's interpreter runs another engine (vLLM)
+    env: dict[str, str] = field(default_factory=dict)  # on top of this process's environment
     metrics_port: int = field(default_factory=free_port)
     proc: subprocess.Popen | None = field(default=None, init=False)
 
@@ -58,14 +60,14 @@ class ServerProcess:
 
     def start(self, *, wait: bool = True) -> ServerProcess:
         args = [
-            sys.executable, "-m", "inference_server",
+            self.python, "-m", "inference_server",
             "--host", "127.0.0.1", "--port", str(self.port),
             "--metrics-port", str(self.metrics_port),
             "--model", "tiny-random", "--snac", "random",
             *self.extra_args,
         ]  # fmt: skip
         log = self.log_path.open("ab")
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
         self.proc = subprocess.Popen(args, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
         if wait:
             self.wait_ready()
