@@ -25,7 +25,11 @@ class RowSampler:
 
     config: SamplingConfig
     audio_step: int = 0
-    seen: torch.Tensor = field(default_factory=lambda: torch.zeros(_AUDIO_SPAN, dtype=torch.bool))
+    # Ids the repetition penalty applies to, as vLLM and HF apply it (prompt and output):
+    # the audio ids, then the stop id (a continuity context ends its turn with one).
+    seen: torch.Tensor = field(
+        default_factory=lambda: torch.zeros(_AUDIO_SPAN + 1, dtype=torch.bool)
+    )
     generator: torch.Generator = field(default_factory=torch.Generator)
 
     def __post_init__(self) -> None:
@@ -39,6 +43,8 @@ class RowSampler:
         for tok in prompt_ids:
             if T.AUDIO_TOKEN_BASE <= tok < T.AUDIO_TOKEN_END:
                 self.seen[tok - T.AUDIO_TOKEN_BASE] = True
+            elif tok == T.END_OF_SPEECH:
+                self.seen[_AUDIO_SPAN] = True
 
 
 def legal_starts(rows: Sequence[RowSampler]) -> list[int]:
@@ -76,10 +82,12 @@ def _sample(scores: torch.Tensor, ids: torch.Tensor, rows: Sequence[RowSampler])
     # The stop token is legal only at a frame boundary, after at least one frame.
     scores[:, -1].masked_fill_((steps % T.FRAME_TOKENS != 0) | (steps == 0), float("-inf"))
     penalty = torch.tensor([r.config.repetition_penalty for r in rows])[:, None]
-    seen = torch.stack([r.seen for r in rows]).gather(1, ids[:, :-1] - T.AUDIO_TOKEN_BASE)
-    codes = scores[:, :-1]
-    scores[:, :-1] = torch.where(
-        seen, torch.where(codes > 0, codes / penalty, codes * penalty), codes
+    columns = torch.cat(
+        [ids[:, :-1] - T.AUDIO_TOKEN_BASE, torch.full_like(ids[:, :1], _AUDIO_SPAN)], 1
+    )
+    seen = torch.stack([r.seen for r in rows]).gather(1, columns)
+    scores.copy_(
+        torch.where(seen, torch.where(scores > 0, scores / penalty, scores * penalty), scores)
     )
     probs = _nucleus_probs(scores, rows)
     out = []

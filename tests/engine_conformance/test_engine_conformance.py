@@ -18,23 +18,33 @@ from inference_server.engine.base import Engine, GenerationRequest, SamplingConf
 from inference_server.engine.model_loading import load_tokenizer
 from inference_server.orpheus import tokens as T
 from inference_server.orpheus.codes import FrameAssembler
-from inference_server.orpheus.prompt import build_prompt
+from inference_server.orpheus.prompt import ContinuityContext, build_prompt
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 GREEDY = SamplingConfig(temperature=0.0, max_tokens=70)
-CASES = {  # request id -> (voice adapter or None, text)
-    "base": (None, "Hello there, how are you doing today?"),
-    "ava": ("ava", "I was just thinking about you."),
-    "bob": ("bob", "Once upon a time, in a quiet town."),
+# A previous chunk replayed as context: audio ids, then end of speech (penalised too).
+CONTEXT = ContinuityContext(
+    "That was the first part.",
+    [T.audio_token(p, (37 * p + 11 * k) % T.CODEBOOK_SIZE) for k in range(3) for p in range(7)],
+)
+CASES = {  # case -> (voice adapter or None, text, previous chunk)
+    "base": (None, "Hello there, how are you doing today?", None),
+    "ava": ("ava", "I was just thinking about you.", None),
+    "bob": ("bob", "Once upon a time, in a quiet town.", None),
+    "continued": (None, "And this is the second part.", CONTEXT),
 }
 _ids = iter(range(10**9))
 
 
 def make_request(
-    adapter: str | None, text: str, sampling: SamplingConfig = GREEDY, budget: int | None = None
+    adapter: str | None,
+    text: str,
+    context: ContinuityContext | None = None,
+    sampling: SamplingConfig = GREEDY,
+    budget: int | None = None,
 ) -> GenerationRequest:
-    prompt = build_prompt(load_tokenizer("tiny-random"), adapter or "tara", text)
+    prompt = build_prompt(load_tokenizer("tiny-random"), adapter or "tara", text, context)
     budget = sampling.max_tokens if budget is None else budget
     return GenerationRequest(f"req-{next(_ids)}", prompt, sampling, budget, adapter=adapter)
 
@@ -68,7 +78,9 @@ async def test_the_reference_is_full_length_audio(reference: dict[str, list[int]
     assert len({tuple(ids) for ids in reference.values()}) == len(CASES)  # voices differ
 
 
-@pytest.mark.parametrize("batch", [["base"], ["ava"], ["base", "ava", "bob"]])
+@pytest.mark.parametrize(
+    "batch", [["base"], ["ava"], ["continued"], ["base", "ava", "bob", "continued"]]
+)
 async def test_greedy_tokens_match_the_torch_reference(
     engine: Engine, reference: dict[str, list[int]], batch: list[str]
 ) -> None:
@@ -85,7 +97,7 @@ async def test_tokens_stream_in_deltas_as_they_are_sampled(engine: Engine) -> No
 async def test_sampled_tokens_always_form_whole_valid_frames(engine: Engine) -> None:
     wild = SamplingConfig(temperature=1.5, top_p=1.0, repetition_penalty=1.3, max_tokens=140)
     for adapter in (None, "ava"):
-        ids = await tokens(engine, make_request(adapter, "Random weights.", wild))
+        ids = await tokens(engine, make_request(adapter, "Random weights.", sampling=wild))
         assembler = FrameAssembler()
         assert len(assembler.push(ids)) == len(ids) // T.FRAME_TOKENS
         assert assembler.frames_dropped == 0 and len(ids) % T.FRAME_TOKENS == 0
@@ -100,7 +112,7 @@ async def test_budget_and_stop_fall_on_frame_boundaries(engine: Engine) -> None:
 
 
 async def test_abort_mid_stream_frees_the_request(engine: Engine) -> None:
-    long = make_request(None, "A very long story.", SamplingConfig(max_tokens=2800))
+    long = make_request(None, "A very long story.", sampling=SamplingConfig(max_tokens=2800))
     stream = engine.generate(long)
     assert await anext(stream)
     assert engine.live_request_ids() == {long.request_id}

