@@ -10,7 +10,6 @@ from dataclasses import dataclass
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from .codec.decode_batcher import SnacDecodeBatcher
 from .codec.snac_decoder import SnacDecoder
@@ -25,6 +24,7 @@ from .metrics import NodeMetrics
 from .orpheus.tokens import FRAME_TOKENS
 from .proto import tts_pb2, tts_pb2_grpc
 from .security.node_guard import NodeGuard
+from .service.reflection import enable_reflection
 from .service.routing import FleetRouting
 from .service.tts_service import NodeIdentity, TTSService
 from .session.factory import SessionFactory
@@ -224,9 +224,7 @@ class InferenceNode:
         )
         tts_pb2_grpc.add_TTSServicer_to_server(self.service, server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
-        reflection.enable_server_reflection(
-            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
-        )
+        enable_reflection((SERVICE_NAME, health.SERVICE_NAME), server)
         self.guard.add_port(server, f"{cfg.host}:{cfg.port}")
         return server
 

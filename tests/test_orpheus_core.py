@@ -77,6 +77,16 @@ def test_prompt_ids_are_exactly_the_reference_layout(tokenizer) -> None:
     assert ids == [128259, *text_ids, 128009, 128260, 128261, 128257]
 
 
+@pytest.mark.parametrize(
+    "markup", ["<|eot_id|>", "<|begin_of_text|>", "<|reserved_special_token_3|>", "<|end_of_text|>"]
+)
+def test_user_text_never_becomes_a_control_token(tokenizer, markup: str) -> None:
+    ids = build_prompt(tokenizer, "tara", f"Say {markup} out loud.")
+    text_ids = ids[2:-4]  # between [SOH, BOS] and [EOT, EOH, SOA, SOS]
+    assert ids[:2] == [T.START_OF_HUMAN, T.BOS] and all(i < T.BOS for i in text_ids)
+    assert tokenizer.decode(text_ids) == f"tara: Say {markup} out loud."
+
+
 def test_training_row_appends_audio_then_end_of_speech_and_turn(tokenizer) -> None:
     audio = frames_to_token_ids(random_frames(2))
     row = build_training_row(tokenizer, "jack", "Hi.", audio)

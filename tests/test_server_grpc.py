@@ -192,3 +192,29 @@ def test_sigterm_drains_and_exits_zero(tmp_path: Path) -> None:
     proc = ServerProcess(tmp_path / "drain.log").start()
     proc.signal(__import__("signal").SIGTERM)
     assert proc.proc is not None and proc.proc.wait(30) == 0
+
+
+@pytest.mark.parametrize("package", ["grpc.reflection.v1", "grpc.reflection.v1alpha"])
+async def test_server_reflection_answers_under_v1_and_v1alpha(
+    server: ServerProcess, package: str
+) -> None:
+    """grpcurl and Postman ask v1; older tools ask v1alpha. Both get the real services."""
+    from grpc_reflection.v1alpha import reflection_pb2 as rpb
+
+    async with grpc.aio.insecure_channel(server.address) as channel:
+        info = channel.stream_stream(
+            f"/{package}.ServerReflection/ServerReflectionInfo",
+            request_serializer=rpb.ServerReflectionRequest.SerializeToString,
+            response_deserializer=rpb.ServerReflectionResponse.FromString,
+        )
+        replies = [
+            r async for r in info(
+                iter([
+                    rpb.ServerReflectionRequest(list_services=""),
+                    rpb.ServerReflectionRequest(file_containing_symbol="orpheus.v1.TTS"),
+                ])
+            )
+        ]  # fmt: skip
+    names = {s.name for s in replies[0].list_services_response.service}
+    assert {"orpheus.v1.TTS", "grpc.health.v1.Health", f"{package}.ServerReflection"} <= names
+    assert replies[1].file_descriptor_response.file_descriptor_proto

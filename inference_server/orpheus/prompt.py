@@ -13,7 +13,7 @@ TRAINING_SUFFIX = (T.END_OF_SPEECH, T.END_OF_AI)
 
 
 class TextTokenizer(Protocol):
-    def encode(self, text: str) -> list[int]: ...
+    def encode(self, text: str, *, split_special_tokens: bool) -> list[int]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,11 +25,16 @@ class ContinuityContext:
 
 
 def encode_text(tokenizer: TextTokenizer, voice: str, text: str) -> list[int]:
-    """Token ids of `"{voice}: {text}"`, starting with BOS (the Llama-3 tokenizer adds it)."""
-    ids = list(tokenizer.encode(f"{voice}: {text}"))
-    if not ids or ids[0] != T.BOS:
-        ids.insert(0, T.BOS)
-    return ids
+    """Token ids of `"{voice}: {text}"`, starting with BOS (the Llama-3 tokenizer adds it).
+
+    User text is only ever text: `<|eot_id|>` or `<custom_token_5>` typed by a user is
+    spelled out, never turned into a control or audio id."""
+    ids = list(tokenizer.encode(f"{voice}: {text}", split_special_tokens=True))
+    if ids and ids[0] == T.BOS:
+        ids = ids[1:]
+    if any(i >= T.BOS for i in ids):
+        raise ValueError("text would encode to control token ids; remove special-token markup")
+    return [T.BOS, *ids]
 
 
 def build_prompt(

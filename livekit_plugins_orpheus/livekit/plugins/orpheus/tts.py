@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import weakref
 from collections.abc import Sequence
@@ -260,6 +261,9 @@ class TTS(tts.TTS):
 
 
 def _validate(opts: _TTSOptions) -> None:
+    for name in ("temperature", "top_p", "repetition_penalty", "max_buffer_delay"):
+        if not math.isfinite(getattr(opts, name)):
+            raise ValueError(f"{name} must be a finite number, got {getattr(opts, name)}")
     if opts.min_sentences < 1:
         raise ValueError(f"min_sentences must be >= 1, got {opts.min_sentences}")
     if opts.max_buffer_delay <= 0:
