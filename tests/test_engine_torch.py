@@ -219,3 +219,18 @@ async def test_a_prefill_that_fails_fails_only_its_own_request(parts: tuple) -> 
         await engine.close()
     assert isinstance(results[1], RuntimeError) and "poisoned prompt" in str(results[1])
     assert [results[0], results[2], results[3]] == alone
+
+
+async def test_close_returns_every_time_over_many_start_speak_close_cycles(parts: tuple) -> None:
+    short = SamplingConfig(temperature=0.0, max_tokens=7)
+    for i in range(30):
+        engine = TorchEngine(parts[0])
+        await engine.start()
+        if i % 2:  # half of them close right after a request ends, half mid-request
+            await generate(engine, request(parts, i, "Hi", short))
+        else:
+            stream = engine.generate(request(parts, i, "Hi there", GREEDY))
+            await anext(stream)
+        await asyncio.wait_for(engine.close(), 10)
+        if not i % 2:
+            await stream.aclose()
