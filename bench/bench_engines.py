@@ -21,7 +21,8 @@ from bench.results_io import write_json
 from inference_server.engine.base import Engine, GenerationRequest, SamplingConfig
 from inference_server.engine.model_loading import load_causal_lm, load_tokenizer, tiny_random_dir
 from inference_server.engine.torch_engine import TorchEngine
-from inference_server.engine.vllm_engine import VllmEngine, VllmEngineConfig
+from inference_server.engine.vllm_args import VllmEngineConfig
+from inference_server.engine.vllm_engine import VllmEngine
 from inference_server.orpheus.prompt import build_prompt
 
 TEXTS = [f"Stream number {i} is telling a story about the sea." for i in range(8)]

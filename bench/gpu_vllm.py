@@ -44,7 +44,7 @@ from bench.gpu_model import (
     write_checkpoint,
     write_config,
 )
-from inference_server.engine.vllm_engine import VllmEngineConfig, engine_args
+from inference_server.engine.vllm_args import VllmEngineConfig, engine_args
 from inference_server.orpheus import tokens as T
 
 RESULTS = Path(__file__).parent / "results"

@@ -20,19 +20,15 @@ from inference_server.cli import build_parser, config_from_args
 from inference_server.config import ServerConfig
 from inference_server.engine.base import SamplingConfig
 from inference_server.engine.model_loading import bundled_tokenizer_file
-from inference_server.engine.vllm_engine import (
+from inference_server.engine.vllm_args import (
     AUDIO_MASK_ARG,
-    DeltaTokens,
-    LoraIds,
-    VllmEngine,
     VllmEngineConfig,
-    build_vllm_engine,
     config_from_server,
     engine_args,
-    lora_int_id,
     sampling_kwargs,
-    write_zero_adapter,
 )
+from inference_server.engine.vllm_engine import DeltaTokens, VllmEngine, build_vllm_engine
+from inference_server.engine.vllm_lora import LoraIds, lora_int_id, write_zero_adapter
 from inference_server.orpheus import tokens as T
 from inference_server.voices import VoiceRegistry
 
@@ -55,7 +51,10 @@ def server_flags(*flags: str) -> ServerConfig:
 
 def test_vllm_is_not_installed_and_the_module_imports_without_it() -> None:
     assert importlib.util.find_spec("vllm") is None
-    code = "import inference_server.engine.vllm_engine, sys; assert 'vllm' not in sys.modules"
+    code = (
+        "import inference_server.engine.vllm_engine, inference_server.engine.vllm_args, sys; "
+        "assert 'vllm' not in sys.modules"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -204,7 +203,7 @@ def test_lora_ids_are_stable_positive_int32_and_distinct() -> None:
 
 
 def test_lora_id_collision_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
-    import inference_server.engine.vllm_engine as mod
+    import inference_server.engine.vllm_lora as mod
 
     monkeypatch.setattr(mod, "lora_int_id", lambda name: 7)
     ids = LoraIds()

@@ -17,7 +17,7 @@ from vllm.sampling_params import SamplingParams
 from vllm.v1.sample.logits_processor import BatchUpdate, LogitsProcessor, MoveDirectionality
 
 from ..orpheus import tokens as T
-from .vllm_engine import AUDIO_MASK_ARG
+from .vllm_args import AUDIO_MASK_ARG
 
 
 class OrpheusAudioMask(LogitsProcessor):

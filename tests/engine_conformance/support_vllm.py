@@ -21,7 +21,9 @@ from inference_server.engine.base import Engine
 from inference_server.engine.lora_cache import LoraAdapterCache
 from inference_server.engine.model_loading import load_causal_lm, write_tiny_random
 from inference_server.engine.torch_engine import TorchEngine
-from inference_server.engine.vllm_engine import CPU_BASE_ADAPTER, VllmEngine, VllmEngineConfig
+from inference_server.engine.vllm_args import VllmEngineConfig
+from inference_server.engine.vllm_engine import VllmEngine
+from inference_server.engine.vllm_lora import CPU_BASE_ADAPTER
 from inference_server.orpheus import tokens as T
 
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
