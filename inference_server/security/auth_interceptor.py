@@ -5,14 +5,13 @@ Health and reflection stay open so load balancers and grpcurl work without a key
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import hmac
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 import grpc
 
+from ..service.client_writes import read_in_flight
 from .api_keys import ApiKeyStore, key_label
 
 log = logging.getLogger(__name__)
@@ -23,11 +22,6 @@ HOP_HEADER = "x-orpheus-hop"  # = fleet.proxy.HOP_HEADER (kept here: auth needs 
 PROTECTED_PREFIX = "/orpheus.v1.TTS/"
 
 Metadata = Sequence[tuple[str, str | bytes]]
-
-# A refused streaming call reads what the client already sent before ending (`refuse_stream`).
-REFUSAL_READ_S = 0.5  # at most this long in all
-REFUSAL_IDLE_S = 0.05  # and no longer than this for a message after the first
-REFUSAL_MAX_MESSAGES = 16
 
 
 class Unauthenticated(Exception):
@@ -139,16 +133,6 @@ async def refuse_stream(
     code: grpc.StatusCode,
     details: str,
 ) -> None:
-    """End a client-streaming call with `code` once the messages it already sent are in.
-
-    grpc/grpc#36066: a Python aio client whose write is still in flight when the call ends
-    reports INTERNAL "Internal error from Core" instead of our status. Clients write their
-    SessionStart (often with text behind it) and then read, so reading those first, within
-    a small bound, lets them see our code.
-    """
-    with contextlib.suppress(TimeoutError, StopAsyncIteration, grpc.RpcError):
-        async with asyncio.timeout(REFUSAL_READ_S):
-            await anext(requests)
-            for _ in range(REFUSAL_MAX_MESSAGES - 1):
-                await asyncio.wait_for(anext(requests), REFUSAL_IDLE_S)
+    """End a client-streaming call with `code` once the messages it already sent are in."""
+    await read_in_flight(requests)
     await context.abort(code, details)

@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Callable
 
 import grpc
 
+from ..service.client_writes import IDLE_S, read_in_flight
 from ..service.errors import RpcError
 from .api_keys import key_label
 from .auth_interceptor import (
@@ -144,6 +145,7 @@ class SessionLimitsInterceptor(grpc.aio.ServerInterceptor):
             try:
                 request = decode(raw)
             except Exception as exc:
+                await read_in_flight(raw_requests, first_idle_s=IDLE_S)
                 raise RpcError(
                     grpc.StatusCode.INVALID_ARGUMENT,
                     f"malformed SynthesizeRequest ({len(raw)} bytes): {exc}",
@@ -153,6 +155,7 @@ class SessionLimitsInterceptor(grpc.aio.ServerInterceptor):
                 segment_chars += len(request.text.text)
                 if self.max_segment_chars and segment_chars > self.max_segment_chars:
                     self._on_refused("max_segment_chars")
+                    await read_in_flight(raw_requests, first_idle_s=IDLE_S)
                     raise RpcError(
                         grpc.StatusCode.INVALID_ARGUMENT,
                         f"segment text exceeds max_segment_chars={self.max_segment_chars}",

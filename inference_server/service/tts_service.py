@@ -20,6 +20,7 @@ from ..session.events import SegmentOut, SessionEvent
 from ..session.factory import SessionFactory
 from ..session.synthesis import SynthesisSession
 from .admission import AdmissionPolicy
+from .client_writes import IDLE_S, read_in_flight
 from .errors import RpcError, to_rpc_error
 from .messages import (
     ResponseEncoder,
@@ -239,9 +240,11 @@ async def _run_session(
     async def read() -> None:
         try:
             async for request in requests:
-                _apply(session, request)
+                if not failing.is_set():
+                    _apply(session, request)
             session.end_input()  # half-close without EndInput still means "no more text"
         except Exception as exc:
+            await read_in_flight(requests, first_idle_s=IDLE_S)  # the refusal reaches aio
             await queue.put(exc)
 
     async def pump() -> None:
@@ -252,10 +255,13 @@ async def _run_session(
         except Exception as exc:
             await queue.put(exc)
 
+    failing = asyncio.Event()  # set: the call ends with an error; the reader only drops
     tasks = [asyncio.create_task(read()), asyncio.create_task(pump())]
     try:
         while (item := await queue.get()) is not _DONE:
             if isinstance(item, BaseException):
+                failing.set()  # let writes in flight land first (see client_writes)
+                await asyncio.wait(tasks[:1], timeout=IDLE_S)
                 raise item
             yield item
     finally:
