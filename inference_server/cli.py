@@ -99,6 +99,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
     )
     add(
+        "first-text-timeout",
+        d.first_text_timeout,
+        "seconds a session may wait for its first text before it is ended (0 = no limit)",
+        type=float,
+    )
+    add(
         "max-sessions-per-key",
         d.max_sessions_per_key,
         "max concurrent sessions per API key on this node (0 = unlimited)",
@@ -167,6 +173,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         max_message_bytes=int(args.max_message_bytes),
         max_segment_chars=int(args.max_segment_chars),
         max_session_seconds=float(args.max_session_seconds),
+        first_text_timeout=float(args.first_text_timeout),
         max_sessions_per_key=int(args.max_sessions_per_key),
         silence_threshold_db=float(args.silence_threshold_db),
         continuity_frames=int(args.continuity_frames),

@@ -42,6 +42,7 @@ class ServerConfig:
     max_message_bytes: int = 64 * 1024
     max_segment_chars: int = 20_000
     max_session_seconds: float = 900.0  # 0 = unlimited
+    first_text_timeout: float = 10.0  # a session with no text this long after its start ends
     max_sessions_per_key: int = 0  # concurrent, per node; 0 = unlimited
     silence_threshold_db: float = _SESSION.silence_threshold_dbfs
     continuity_frames: int = _SESSION.continuity_frames

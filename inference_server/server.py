@@ -155,6 +155,7 @@ class InferenceNode:
         self.service = TTSService(
             factory,
             identity,
+            first_text_timeout=cfg.first_text_timeout,
             metrics=self.metrics,
             routing=self.fleet.routing if self.fleet else None,
         )

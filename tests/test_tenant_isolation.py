@@ -4,6 +4,7 @@ them poisoned, and every other one finishes with its audio."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 
 import grpc
@@ -13,6 +14,7 @@ from support_calls import final_status
 from support_server import ServerProcess
 
 from inference_server.proto import tts_pb2 as pb
+from inference_server.proto import tts_pb2_grpc as pb_grpc
 
 TEXT = "Hello there, my good friend."
 POISONS = {  # session index -> (sampling, the field its status must name)
@@ -55,3 +57,29 @@ async def test_non_finite_sampling_fails_only_its_own_session(
 def test_the_plugin_refuses_non_finite_sampling_naming_the_option(field: str, value: float) -> None:
     with pytest.raises(ValueError, match=f"{field} must be a finite number"):
         orpheus.TTS(base_url="127.0.0.1:1", **{field: value})
+
+
+async def test_sessions_that_never_send_text_are_ended_and_free_their_slots(
+    server_factory,
+) -> None:
+    node = server_factory("--first-text-timeout", "0.5", "--capacity", "4")
+
+    async def idle(i: int) -> tuple[grpc.StatusCode, str]:
+        async with grpc.aio.insecure_channel(node.address) as channel:
+            call = pb_grpc.TTSStub(channel).Synthesize(timeout=30)
+            await call.write(messages(i, pb.SamplingOptions())[0])  # start, then silence
+            with contextlib.suppress(grpc.aio.AioRpcError):
+                async for _ in call:
+                    pass
+            return await call.code(), await call.details()
+
+    ends = await asyncio.gather(*(idle(i) for i in range(4)))  # the node's whole capacity
+    for code, details in ends:
+        assert code == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert "--first-text-timeout" in details
+    assert node.metric("orpheus_live_sessions") == 0
+    end = await final_status(
+        lambda: grpc.aio.insecure_channel(node.address),
+        messages(9, pb.SamplingOptions(max_tokens=70)),
+    )
+    assert end.code == grpc.StatusCode.OK and end.audio_bytes > 0

@@ -53,9 +53,14 @@ class TTSService(pb_grpc.TTSServicer):
         metrics: NodeMetrics | None = None,
         *,
         routing: FleetRouting | None = None,
+        first_text_timeout: float = 0.0,
     ) -> None:
-        """`sessions` is None on a `--role router` node (it forwards every session)."""
+        """`sessions` is None on a `--role router` node (it forwards every session).
+
+        `first_text_timeout`: a session that has had no text this many seconds after its
+        start is ended, so idle calls cannot hold the node's capacity (0 = no limit)."""
         self._sessions = sessions
+        self._first_text_timeout = first_text_timeout or None
         self.routing = routing
         self._identity = identity
         self._admission = AdmissionPolicy(identity.capacity, identity.starving_ms)
@@ -117,7 +122,7 @@ class TTSService(pb_grpc.TTSServicer):
                 )
             )
             encoder = ResponseEncoder(start.resume.next_sequence)
-            async for event in _run_session(session, requests):
+            async for event in _run_session(session, requests, self._first_text_timeout):
                 self._observe(event)
                 yield encoder.encode(event)
             code = grpc.StatusCode.OK
@@ -232,17 +237,30 @@ def _apply(session: SynthesisSession, request: pb.SynthesizeRequest) -> None:
 
 
 async def _run_session(
-    session: SynthesisSession, requests: AsyncIterator[pb.SynthesizeRequest]
+    session: SynthesisSession,
+    requests: AsyncIterator[pb.SynthesizeRequest],
+    first_text_timeout: float | None = None,
 ) -> AsyncIterator[object]:
     """Feed client messages into the session while yielding its events, in one merge."""
     queue: asyncio.Queue[object] = asyncio.Queue(maxsize=_OUTPUT_QUEUE)
 
     async def read() -> None:
         try:
-            async for request in requests:
-                if not failing.is_set():
-                    _apply(session, request)
+            async with asyncio.timeout(first_text_timeout) as first_text:
+                async for request in requests:
+                    if request.WhichOneof("kind") == "text":
+                        first_text.reschedule(None)
+                    if not failing.is_set():
+                        _apply(session, request)
             session.end_input()  # half-close without EndInput still means "no more text"
+        except TimeoutError:
+            await queue.put(
+                RpcError(
+                    grpc.StatusCode.DEADLINE_EXCEEDED,
+                    f"no text within first_text_timeout={first_text_timeout:g}s of "
+                    "SessionStart (--first-text-timeout)",
+                )
+            )
         except Exception as exc:
             await read_in_flight(requests, first_idle_s=IDLE_S)  # the refusal reaches aio
             await queue.put(exc)
