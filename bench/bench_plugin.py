@@ -24,8 +24,13 @@ from inference_server.proto import tts_pb2_grpc as pb_grpc
 MAX_TOKENS = 70
 
 
-async def plugin_ttfa(address: str) -> float:
-    async with orpheus.TTS(base_url=address, max_tokens=MAX_TOKENS) as tts:
+async def plugin_utterance(
+    address: str, max_tokens: int = MAX_TOKENS
+) -> tuple[float, orpheus.OrpheusSegmentMetadata]:
+    """TTFA (ms) of one utterance through `orpheus.TTS().stream()`, and the server's figures."""
+    async with orpheus.TTS(base_url=address, max_tokens=max_tokens) as tts:
+        metrics = []
+        tts.on("metrics_collected", metrics.append)
         stream = tts.stream()
         sent = time.perf_counter()
         stream.push_text(TEXT)
@@ -35,7 +40,15 @@ async def plugin_ttfa(address: str) -> float:
             if first is None and event.frame.samples_per_channel:
                 first = time.perf_counter()
         await stream.aclose()
-    return 1000 * (first - sent)
+        for _ in range(100):  # metrics are emitted just after the last frame
+            if metrics:
+                break
+            await asyncio.sleep(0.02)
+    return 1000 * (first - sent), metrics[0].metadata
+
+
+async def plugin_ttfa(address: str) -> float:
+    return (await plugin_utterance(address))[0]
 
 
 async def raw_ttfa(address: str, i: int) -> float:

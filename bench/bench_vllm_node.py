@@ -12,12 +12,9 @@ import argparse
 import asyncio
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
-from livekit.plugins import orpheus
-
-from bench.load import TEXT
+from bench.bench_plugin import plugin_utterance
 from bench.results_io import write_json
 from inference_server.local_server import ROOT, ServerProcess
 
@@ -26,25 +23,9 @@ VLLM_PYTHON = ROOT / ".venv-vllm" / "bin" / "python"
 
 
 async def utterance(address: str) -> dict[str, float]:
-    async with orpheus.TTS(base_url=address, max_tokens=MAX_TOKENS) as tts:
-        metrics = []
-        tts.on("metrics_collected", metrics.append)
-        stream = tts.stream()
-        sent = time.perf_counter()
-        stream.push_text(TEXT)
-        stream.end_input()
-        first = None
-        async for event in stream:
-            if first is None and event.frame.samples_per_channel:
-                first = time.perf_counter()
-        await stream.aclose()
-        for _ in range(100):
-            if metrics:
-                break
-            await asyncio.sleep(0.02)
-    meta = metrics[0].metadata
+    ttfa_ms, meta = await plugin_utterance(address, MAX_TOKENS)
     return {
-        "ttfa_ms": 1000 * (first - sent),
+        "ttfa_ms": ttfa_ms,
         "server_ttfa_ms": meta.server_ttfa_ms,
         "invalid_tokens": meta.invalid_tokens_dropped,
         "tokens": meta.tokens_generated,
