@@ -49,7 +49,7 @@ class RowSampler:
 
 def legal_starts(rows: Sequence[RowSampler]) -> list[int]:
     """First legal code id of each row's current step (its frame position's range)."""
-    return [T.position_range(r.audio_step % T.FRAME_TOKENS)[0] for r in rows]
+    return [T.legal_start(r.audio_step) for r in rows]
 
 
 def _legal_ids(starts: Sequence[int]) -> torch.Tensor:
@@ -80,7 +80,7 @@ def sample_legal_tokens(
 def _sample(scores: torch.Tensor, ids: torch.Tensor, rows: Sequence[RowSampler]) -> list[int]:
     steps = torch.tensor([r.audio_step for r in rows])
     # The stop token is legal only at a frame boundary, after at least one frame.
-    scores[:, -1].masked_fill_((steps % T.FRAME_TOKENS != 0) | (steps == 0), float("-inf"))
+    scores[:, -1].masked_fill_(~T.stop_allowed(steps), float("-inf"))
     penalty = torch.tensor([r.config.repetition_penalty for r in rows])[:, None]
     columns = torch.cat(
         [ids[:, :-1] - T.AUDIO_TOKEN_BASE, torch.full_like(ids[:, :1], _AUDIO_SPAN)], 1

@@ -57,16 +57,14 @@ class OrpheusAudioMask(LogitsProcessor):
         if not self._rows:
             return logits
         index = sorted(self._rows)
-        steps = [len(self._rows[i]) for i in index]
-        rows = torch.tensor(index, device=logits.device)
-        starts = torch.tensor([T.legal_start(k) for k in steps], device=logits.device)
-        legal = starts[:, None] + self._codes[None, :]
+        rows_steps = torch.tensor(
+            [index, [len(self._rows[i]) for i in index]], device=logits.device
+        )  # one host-to-device copy per step
+        rows, steps = rows_steps[0], rows_steps[1]
+        legal = T.legal_start(steps)[:, None] + self._codes[None, :]
         kept = logits.index_select(0, rows)
         codes = kept.gather(1, legal)
-        stop = kept[:, T.END_OF_SPEECH].clone()
-        stop[
-            torch.tensor([not T.stop_allowed(k) for k in steps], device=logits.device)
-        ] = -torch.inf
+        stop = kept[:, T.END_OF_SPEECH].masked_fill(~T.stop_allowed(steps), -torch.inf)
         kept.fill_(-torch.inf)
         kept.scatter_(1, legal, codes)
         kept[:, T.END_OF_SPEECH] = stop

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, TypeVar
+
 BOS = 128000
 END_OF_TEXT = 128009
 START_OF_SPEECH = 128257
@@ -42,11 +44,16 @@ def position_range(position: int) -> tuple[int, int]:
     return start, start + CODEBOOK_SIZE
 
 
-def legal_start(audio_step: int) -> int:
+# Both rules are plain arithmetic, so they take an int or a tensor of steps alike: the
+# torch sampler and the vLLM logits processor apply these very functions to whole batches.
+_Step = TypeVar("_Step")  # int or torch.Tensor of ints
+
+
+def legal_start(audio_step: _Step) -> _Step:
     """First token id legal at generated audio step `audio_step` (its frame position's range)."""
     return AUDIO_TOKEN_BASE + (audio_step % FRAME_TOKENS) * CODEBOOK_SIZE
 
 
-def stop_allowed(audio_step: int) -> bool:
+def stop_allowed(audio_step: _Step) -> Any:  # a bool, or a bool tensor
     """The stop token ends speech only at a frame boundary, after at least one whole frame."""
-    return audio_step > 0 and audio_step % FRAME_TOKENS == 0
+    return (audio_step > 0) & (audio_step % FRAME_TOKENS == 0)
