@@ -7,8 +7,9 @@ import time
 import grpc
 import pytest
 
+from inference_server.errors import Overloaded
 from inference_server.service.admission import AdmissionPolicy
-from inference_server.service.errors import RpcError
+from inference_server.service.errors import to_status
 from inference_server.session.playback import PlaybackClock
 
 
@@ -29,10 +30,10 @@ def test_clock_stalls_instead_of_carrying_a_debt() -> None:
 
 
 def test_capacity_refuses_with_resource_exhausted() -> None:
-    with pytest.raises(RpcError) as err:
+    with pytest.raises(Overloaded) as err:
         AdmissionPolicy(capacity=2).check([PlaybackClock(), PlaybackClock()])
-    assert err.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
-    assert "capacity (2" in err.value.details
+    assert to_status(err.value).code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "capacity (2" in str(err.value)
 
 
 def test_refuses_while_half_the_playing_streams_starve() -> None:
@@ -42,9 +43,9 @@ def test_refuses_while_half_the_playing_streams_starve() -> None:
     waiting = [PlaybackClock() for _ in range(3)]  # not playing yet: they do not count
     policy = AdmissionPolicy(capacity=10, starving_ms=20.0)
     policy.check([starving, *fed, *waiting])  # 1 of 3 playing streams starves: admitted
-    with pytest.raises(RpcError) as err:
+    with pytest.raises(Overloaded) as err:
         policy.check([starving, fed[0], *waiting])  # 1 of 2
-    assert err.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
-    assert "behind real time (1 of 2 playing streams" in err.value.details
+    assert to_status(err.value).code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "behind real time (1 of 2 playing streams" in str(err.value)
     AdmissionPolicy(capacity=10, starving_ms=0).check([starving])  # 0 = capacity only
     AdmissionPolicy(capacity=10, starving_ms=20.0).check(waiting)

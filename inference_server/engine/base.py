@@ -7,12 +7,13 @@ import math
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
+from ..errors import Unusable
 from ..orpheus import tokens as T
 
 GREEDY_TEMPERATURE = 1e-5  # at or below this, sampling is argmax
 
 
-class AdapterLoadError(RuntimeError):
+class AdapterLoadError(Unusable):
     """A LoRA voice's adapter could not be read or does not fit the model."""
 
 

@@ -26,7 +26,7 @@ from transformers import DynamicCache, PreTrainedModel
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from ..orpheus import tokens as T
-from .base import Engine, EngineStats, GenerationRequest, check_prompt
+from .base import AdapterLoadError, Engine, EngineStats, GenerationRequest, check_prompt
 from .kv_batch import PaddedKVBatch
 from .legal_head import LegalSliceHead
 from .lora_cache import LoraAdapterCache
@@ -152,7 +152,9 @@ class TorchEngine(Engine):
         check_prompt(request, self._base_model.config.vocab_size)
         if request.adapter is not None:
             if self._lora is None:
-                raise ValueError(f"voice {request.adapter!r} needs LoRA support, which is off")
+                raise AdapterLoadError(
+                    f"voice {request.adapter!r} needs LoRA support, which is off"
+                )
             await self._lora.prefetch(request.adapter)  # disk read off the step thread
         sampler = RowSampler(request.sampling)
         sampler.note_context(request.prompt_ids)

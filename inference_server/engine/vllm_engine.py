@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from ..errors import NotFound
 from ..orpheus import tokens as T
 from .base import AdapterLoadError, Engine, EngineStats, GenerationRequest, check_prompt
 from .vllm_args import (
@@ -55,7 +56,7 @@ def build_vllm_engine(flags: ServerFlags, voices: AdapterDirectory) -> tuple[Vll
     def locate(name: str) -> Path | None:
         try:
             return voices.resolve(name).adapter_path
-        except LookupError:
+        except NotFound:
             return None
 
     engine = VllmEngine(config_from_server(flags, model_dir), locate)

@@ -17,8 +17,8 @@ from collections.abc import AsyncIterator, Callable
 
 import grpc
 
+from ..errors import ClientError
 from ..service.client_writes import IDLE_S, read_in_flight
-from ..service.errors import RpcError
 from .api_keys import key_label
 from .auth_interceptor import (
     PROTECTED_PREFIX,
@@ -146,8 +146,7 @@ class SessionLimitsInterceptor(grpc.aio.ServerInterceptor):
                 request = decode(raw)
             except Exception as exc:
                 await read_in_flight(raw_requests, first_idle_s=IDLE_S)
-                raise RpcError(
-                    grpc.StatusCode.INVALID_ARGUMENT,
+                raise ClientError(
                     f"malformed SynthesizeRequest ({len(raw)} bytes): {exc}",
                 ) from None
             kind = request.WhichOneof("kind")
@@ -156,8 +155,7 @@ class SessionLimitsInterceptor(grpc.aio.ServerInterceptor):
                 if self.max_segment_chars and segment_chars > self.max_segment_chars:
                     self._on_refused("max_segment_chars")
                     await read_in_flight(raw_requests, first_idle_s=IDLE_S)
-                    raise RpcError(
-                        grpc.StatusCode.INVALID_ARGUMENT,
+                    raise ClientError(
                         f"segment text exceeds max_segment_chars={self.max_segment_chars}",
                     )
             elif kind == "flush":

@@ -12,11 +12,9 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass
 
-import grpc
-
 from ..config import DEFAULT_STARVING_MS
+from ..errors import Overloaded
 from ..session.playback import PlaybackClock
-from .errors import RpcError
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,10 +23,9 @@ class AdmissionPolicy:
     starving_ms: float = DEFAULT_STARVING_MS  # 0 = admit on capacity alone
 
     def check(self, clocks: Collection[PlaybackClock]) -> None:
-        """Raise RESOURCE_EXHAUSTED when a new session must go elsewhere."""
+        """Raise Overloaded when a new session must go elsewhere."""
         if len(clocks) >= self.capacity:
-            raise RpcError(
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
+            raise Overloaded(
                 f"node at capacity ({self.capacity} concurrent sessions)",
             )
         if self.starving_ms <= 0:
@@ -36,8 +33,7 @@ class AdmissionPolicy:
         playing = [clock for clock in clocks if clock.playing]
         starving = sum(clock.starving_ms() > self.starving_ms for clock in playing)
         if starving and 2 * starving >= len(playing):
-            raise RpcError(
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
+            raise Overloaded(
                 f"node is behind real time ({starving} of {len(playing)} playing streams "
                 f"have waited over {self.starving_ms:.0f} ms for audio); retry on another node",
             )

@@ -1,17 +1,37 @@
-"""Domain errors -> precise gRPC status codes."""
+"""The one place where an error kind becomes a gRPC status.
+
+Layers raise the kinds of `inference_server.errors`; a status another node already
+decided (a forwarded call's answer) travels as `RpcError` and is relayed unchanged.
+"""
 
 from __future__ import annotations
 
+import logging
+import uuid
+from dataclasses import dataclass
+
 import grpc
 
-from ..engine.base import AdapterLoadError
-from ..session.synthesis import SessionInputError
-from ..voices.names import InvalidVoiceNameError
-from ..voices.registry import UnknownVoiceError
+from .. import errors as E
+
+log = logging.getLogger(__name__)
+
+_STATUS: dict[type[E.OrpheusError], grpc.StatusCode] = {
+    E.ClientError: grpc.StatusCode.INVALID_ARGUMENT,
+    E.ProtocolOrderError: grpc.StatusCode.FAILED_PRECONDITION,
+    E.ClientTimeout: grpc.StatusCode.DEADLINE_EXCEEDED,
+    E.Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
+    E.NotFound: grpc.StatusCode.NOT_FOUND,
+    E.AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
+    E.Unusable: grpc.StatusCode.FAILED_PRECONDITION,
+    E.Overloaded: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    E.Unavailable: grpc.StatusCode.UNAVAILABLE,
+    E.Internal: grpc.StatusCode.INTERNAL,
+}
 
 
 class RpcError(Exception):
-    """Ends the call with `code` and `details`."""
+    """A status already decided (by a peer node): ends the call with `code` and `details`."""
 
     def __init__(self, code: grpc.StatusCode, details: str) -> None:
         super().__init__(details)
@@ -19,14 +39,21 @@ class RpcError(Exception):
         self.details = details
 
 
-def to_rpc_error(exc: BaseException) -> RpcError:
-    """Map an exception raised while serving a call to the status the client should see."""
+@dataclass(frozen=True, slots=True)
+class Status:
+    code: grpc.StatusCode
+    details: str
+
+
+def to_status(exc: BaseException) -> Status:
+    """The status the client sees for `exc`. Anything outside the taxonomy is our bug: the
+    client gets INTERNAL with a reference, the node log gets the exception."""
     if isinstance(exc, RpcError):
-        return exc
-    if isinstance(exc, UnknownVoiceError):
-        return RpcError(grpc.StatusCode.NOT_FOUND, str(exc))
-    if isinstance(exc, InvalidVoiceNameError | SessionInputError | ValueError):
-        return RpcError(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-    if isinstance(exc, AdapterLoadError):
-        return RpcError(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
-    return RpcError(grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}")
+        return Status(exc.code, exc.details)
+    for kind in type(exc).__mro__:
+        code = _STATUS.get(kind)  # type: ignore[arg-type]
+        if code is not None:
+            return Status(code, str(exc))
+    ref = uuid.uuid4().hex[:12]
+    log.error("internal error ref=%s", ref, exc_info=exc)
+    return Status(grpc.StatusCode.INTERNAL, f"internal error (ref {ref} in the node log)")

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import re
 
-import grpc
-
 from ..engine.base import SamplingConfig
+from ..errors import ClientError
 from ..orpheus import tokens as T
 from ..proto import tts_pb2 as pb
 from ..session.events import AudioOut, ProgressOut, SegmentOut, SessionEvent
-from .errors import RpcError
 
 _SESSION_ID = re.compile(r"[A-Za-z0-9._:@/-]{1,128}")
 
@@ -26,28 +24,25 @@ def sampling_from_proto(options: pb.SamplingOptions, defaults: SamplingConfig) -
             seed=options.seed if options.HasField("seed") else defaults.seed,
         )
     except ValueError as exc:
-        raise RpcError(grpc.StatusCode.INVALID_ARGUMENT, f"sampling: {exc}") from exc
+        raise ClientError(f"sampling: {exc}") from exc
 
 
 def check_audio_format(fmt: pb.AudioFormat) -> None:
     if fmt.encoding not in (pb.AUDIO_ENCODING_UNSPECIFIED, pb.AUDIO_ENCODING_PCM16LE):
-        raise RpcError(grpc.StatusCode.INVALID_ARGUMENT, "audio_format: only PCM16LE is supported")
+        raise ClientError("audio_format: only PCM16LE is supported")
     if fmt.sample_rate not in (0, T.SAMPLE_RATE):
-        raise RpcError(
-            grpc.StatusCode.INVALID_ARGUMENT,
+        raise ClientError(
             f"audio_format.sample_rate={fmt.sample_rate}: only {T.SAMPLE_RATE} Hz is supported",
         )
     if fmt.num_channels not in (0, 1):
-        raise RpcError(
-            grpc.StatusCode.INVALID_ARGUMENT,
+        raise ClientError(
             f"audio_format.num_channels={fmt.num_channels}: only mono is supported",
         )
 
 
 def check_session_id(session_id: str) -> None:
     if not _SESSION_ID.fullmatch(session_id):
-        raise RpcError(
-            grpc.StatusCode.INVALID_ARGUMENT,
+        raise ClientError(
             "session_id must be 1-128 chars of letters, digits and . _ : @ / -",
         )
 

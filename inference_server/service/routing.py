@@ -17,6 +17,7 @@ from typing import Any
 
 import grpc
 
+from ..errors import ClientError
 from ..fleet.membership import Membership
 from ..fleet.nodes import NodeInfo
 from ..fleet.proxy import StreamProxy, hop_of
@@ -24,7 +25,6 @@ from ..fleet.router import NoNodeAvailable, SessionRouter
 from ..metrics import NodeMetrics
 from ..proto import tts_pb2 as pb
 from ..proto import tts_pb2_grpc as pb_grpc
-from .errors import RpcError
 from .messages import check_session_id
 
 log = logging.getLogger(__name__)
@@ -162,8 +162,8 @@ class FleetRouting:
         else:
             try:
                 start = _with_session_id(start)
-            except RpcError as err:
-                await context.abort(err.code, err.details)
+            except ClientError as err:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
             stream = self._route(start, requests, context, serve_local)
         self._active += 1
         self.idle.clear()

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import grpc
 
+from .. import errors as E
 from ..config import DEFAULT_STARVING_MS
 from ..log_context import bind_session
 from ..metrics import NodeMetrics
@@ -21,7 +22,7 @@ from ..session.factory import SessionFactory
 from ..session.synthesis import SynthesisSession
 from .admission import AdmissionPolicy
 from .client_writes import IDLE_S, read_in_flight
-from .errors import RpcError, to_rpc_error
+from .errors import to_status
 from .messages import (
     ResponseEncoder,
     check_audio_format,
@@ -81,7 +82,7 @@ class TTSService(pb_grpc.TTSServicer):
             start = await self._read_start(requests)
             bind_session(start.session_id, start.voice or DEFAULT_VOICE)
         except Exception as exc:
-            err = to_rpc_error(exc)
+            err = to_status(exc)
             self._metrics.sessions.labels(err.code.name).inc()
             await context.abort(err.code, err.details)
         if self.routing is None:
@@ -102,7 +103,7 @@ class TTSService(pb_grpc.TTSServicer):
         try:
             session = self._open(start)
         except Exception as exc:
-            err = to_rpc_error(exc)
+            err = to_status(exc)
             log.info("session refused: %s %s", err.code.name, err.details)
             self._metrics.sessions.labels(err.code.name).inc()
             await context.abort(err.code, err.details)
@@ -126,17 +127,12 @@ class TTSService(pb_grpc.TTSServicer):
                 self._observe(event)
                 yield encoder.encode(event)
             code = grpc.StatusCode.OK
-        except (RpcError, ValueError) as exc:
-            err = to_rpc_error(exc)
+        except Exception as exc:
+            if isinstance(exc, grpc.aio.AbortError):
+                raise
+            err = to_status(exc)
             code = err.code
             log.info("session %s ended: %s %s", session.session_id, err.code.name, err.details)
-            await context.abort(err.code, err.details)
-        except Exception as exc:
-            if isinstance(exc, asyncio.CancelledError | grpc.aio.AbortError):
-                raise
-            log.exception("session %s failed", session.session_id)
-            err = to_rpc_error(exc)
-            code = err.code
             await context.abort(err.code, err.details)
         finally:
             self.live.pop(session.session_id, None)
@@ -185,28 +181,26 @@ class TTSService(pb_grpc.TTSServicer):
     async def _read_start(self, requests: AsyncIterator[pb.SynthesizeRequest]) -> pb.SessionStart:
         first = await anext(requests, None)
         if first is None:
-            raise RpcError(grpc.StatusCode.INVALID_ARGUMENT, "stream closed before SessionStart")
+            raise E.ClientError("stream closed before SessionStart")
         if first.WhichOneof("kind") != "start":
-            raise RpcError(
-                grpc.StatusCode.FAILED_PRECONDITION,
+            raise E.ProtocolOrderError(
                 f"first message must be SessionStart, got {first.WhichOneof('kind') or 'empty'}",
             )
         return first.start
 
     def _open(self, start: pb.SessionStart) -> SynthesisSession:
         if self.draining:
-            raise RpcError(grpc.StatusCode.UNAVAILABLE, "node is draining; retry on another node")
+            raise E.Unavailable("node is draining; retry on another node")
         self._admission.check([session.playback for session in self.live.values()])
         if start.model and start.model != self._identity.model_name:
-            raise RpcError(
-                grpc.StatusCode.NOT_FOUND,
+            raise E.NotFound(
                 f"model {start.model!r} is not served here; this node serves "
                 f"{self._identity.model_name!r}",
             )
         session_id = start.session_id or uuid.uuid4().hex
         check_session_id(session_id)
         if session_id in self.live:
-            raise RpcError(grpc.StatusCode.ALREADY_EXISTS, f"session {session_id!r} is live")
+            raise E.AlreadyExists(f"session {session_id!r} is live")
         check_audio_format(start.audio_format)
         sampling = sampling_from_proto(start.sampling, self._sessions.default_sampling)
         session = self._sessions.create(
@@ -231,9 +225,9 @@ def _apply(session: SynthesisSession, request: pb.SynthesizeRequest) -> None:
     elif kind == "end_input":
         session.end_input()
     elif kind == "start":
-        raise RpcError(grpc.StatusCode.FAILED_PRECONDITION, "SessionStart sent twice")
+        raise E.ProtocolOrderError("SessionStart sent twice")
     else:
-        raise RpcError(grpc.StatusCode.INVALID_ARGUMENT, "empty SynthesizeRequest")
+        raise E.ClientError("empty SynthesizeRequest")
 
 
 async def _run_session(
@@ -255,8 +249,7 @@ async def _run_session(
             session.end_input()  # half-close without EndInput still means "no more text"
         except TimeoutError:
             await queue.put(
-                RpcError(
-                    grpc.StatusCode.DEADLINE_EXCEEDED,
+                E.ClientTimeout(
                     f"no text within first_text_timeout={first_text_timeout:g}s of "
                     "SessionStart (--first-text-timeout)",
                 )

@@ -24,6 +24,7 @@ from ..audio.pcm import float_to_pcm16
 from ..codec.decode_batcher import SnacDecodeBatcher
 from ..codec.stream_decoder import DEFAULT_MAX_EMIT_FRAMES, DecodeWindow, SnacStreamDecoder
 from ..engine.base import Engine, GenerationRequest, SamplingConfig, token_budget
+from ..errors import ClientError
 from ..orpheus import tokens as T
 from ..orpheus.codes import FrameAssembler, frames_to_token_ids
 from ..orpheus.prompt import ContinuityContext, TextTokenizer, build_prompt
@@ -45,7 +46,7 @@ START_UP_SLACK_MS = 500.0
 _REQUEST_NUMBERS = itertools.count()
 
 
-class SessionInputError(ValueError):
+class SessionInputError(ClientError):
     """The client broke the session protocol (bad segment ids, text after end...)."""
 
 

@@ -7,11 +7,13 @@ from pathlib import Path
 
 from safetensors import safe_open
 
+from ..errors import Unusable
+
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 
 
-class BrokenAdapterError(ValueError):
+class BrokenAdapterError(Unusable):
     """A voice directory that is not a usable LoRA adapter; the message says why."""
 
 

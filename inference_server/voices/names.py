@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import re
 
+from ..errors import ClientError
+
 VOICE_NAME_PATTERN = r"[a-z0-9][a-z0-9_-]{0,63}"
 _VOICE_NAME = re.compile(VOICE_NAME_PATTERN)
 
 
-class InvalidVoiceNameError(ValueError):
+class InvalidVoiceNameError(ClientError):
     """A voice name that does not match `VOICE_NAME_PATTERN`."""
 
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from ..errors import NotFound
 from ..orpheus.tokens import BASE_VOICES
 from .adapters import ADAPTER_CONFIG, ADAPTER_WEIGHTS, BrokenAdapterError, check_adapter_dir
 from .names import InvalidVoiceNameError, validate_voice_name
@@ -29,7 +30,7 @@ ChangeListener = Callable[[frozenset[str]], None]
 _Signature = tuple[int, ...]
 
 
-class UnknownVoiceError(LookupError):
+class UnknownVoiceError(NotFound):
     """A well-formed voice name that this node does not have."""
 
 
