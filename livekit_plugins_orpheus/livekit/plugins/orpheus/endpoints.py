@@ -9,15 +9,21 @@ import grpc
 
 from .proto import tts_pb2_grpc
 
-# A LAN service that must answer within an end-of-turn pause: reconnect quickly after
-# a node restarts instead of gRPC's default backoff of up to two minutes.
+# Reconnect quickly after a node restarts (gRPC's default backoff reaches two minutes),
+# but give each connection attempt time to finish its handshake: gRPC uses
+# min_reconnect_backoff as the connect deadline, and a node 400 ms away needs more than
+# one round trip for TCP + HTTP/2 SETTINGS. The call itself is bounded by LiveKit's
+# `conn_options.timeout`, not by these.
 DEFAULT_CHANNEL_OPTIONS: tuple[tuple[str, Any], ...] = (
     ("grpc.initial_reconnect_backoff_ms", 200),
-    ("grpc.min_reconnect_backoff_ms", 200),
+    ("grpc.min_reconnect_backoff_ms", 5000),
     ("grpc.max_reconnect_backoff_ms", 1000),
     ("grpc.keepalive_time_ms", 20_000),
     ("grpc.keepalive_timeout_ms", 10_000),
     ("grpc.enable_retries", 0),  # LiveKit's retry loop owns retries
+    # each TTS owns its connections: a closed instance's failed subchannel (and its
+    # backoff) is never inherited by a new one through gRPC's process-wide pool
+    ("grpc.use_local_subchannel_pool", 1),
 )
 
 

@@ -118,8 +118,9 @@ class SynthesisSession:
     ) -> tuple[grpc.aio.StreamStreamCall, pb.SessionStarted]:
         call = self._endpoints.stub(index).Synthesize(metadata=self._endpoints.metadata)
         try:
-            await call.write(self._start_request(resume))
-            first = await asyncio.wait_for(call.read(), self._connect_timeout)
+            async with asyncio.timeout(self._connect_timeout):  # connect, write and answer
+                await call.write(self._start_request(resume))
+                first = await call.read()
         except TimeoutError:
             call.cancel()
             raise APITimeoutError(
