@@ -3,8 +3,9 @@ from typing import Literal
 # The stock Orpheus speakers; LoRA voice clones are any other name the server knows.
 TTSVoices = Literal["tara", "leah", "jess", "leo", "dan", "mia", "zac", "zoe"]
 
-# "" lets the node pick its default model; a fleet may serve several.
-TTSModels = Literal["orpheus-3b", "tiny-random"]
+# What a node serves as SessionStart.model: its --model-name, else the --model directory's
+# name (canopylabs/orpheus-3b-0.1-ft -> "orpheus-3b-0.1-ft"). "" lets the node pick.
+TTSModels = Literal["orpheus-3b-0.1-ft", "tiny-random"]
 
 # Emotion tags Orpheus speaks when they appear in the text.
 EMOTION_TAGS = (

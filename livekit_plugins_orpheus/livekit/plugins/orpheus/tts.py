@@ -33,6 +33,7 @@ NUM_CHANNELS = 1
 DEFAULT_BASE_URL = "localhost:50051"
 DEFAULT_VOICE = "tara"
 API_KEY_ENV = "ORPHEUS_API_KEY"
+BASE_URL_ENV = "ORPHEUS_BASE_URL"
 _MAX_PENDING_METADATA = 256
 
 
@@ -97,7 +98,7 @@ class TTS(tts.TTS):
     def __init__(
         self,
         *,
-        base_url: str = DEFAULT_BASE_URL,
+        base_url: NotGivenOr[str] = NOT_GIVEN,
         voice: TTSVoices | str = DEFAULT_VOICE,
         model: TTSModels | str = "",
         api_key: NotGivenOr[str] = NOT_GIVEN,
@@ -117,7 +118,8 @@ class TTS(tts.TTS):
         """Create a TTS that speaks through self-hosted Orpheus inference nodes.
 
         ``base_url`` is ``host:port`` (``grpcs://`` for TLS), or a comma-separated list
-        whose first address is primary and the others take over when it is lost.
+        whose first address is primary and the others take over when it is lost; it
+        falls back to the ``ORPHEUS_BASE_URL`` environment variable, then localhost:50051.
         ``api_key`` falls back to the ``ORPHEUS_API_KEY`` environment variable.
         Sampling values of 0 let the server pick its default. Streaming text is held
         until ``min_sentences`` complete sentences exist (or a flush, or
@@ -128,6 +130,8 @@ class TTS(tts.TTS):
             sample_rate=SAMPLE_RATE,
             num_channels=NUM_CHANNELS,
         )
+        if not is_given(base_url):
+            base_url = os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL
         if not is_given(api_key):
             api_key = os.environ.get(API_KEY_ENV, "")
         self._opts = _TTSOptions(
@@ -141,7 +145,7 @@ class TTS(tts.TTS):
             trim_head_silence=trim_head_silence,
             min_sentences=min_sentences,
             max_buffer_delay=max_buffer_delay,
-            tokenizer=tokenizer if is_given(tokenizer) else tokenize.basic.SentenceTokenizer(),
+            tokenizer=tokenizer if is_given(tokenizer) else tokenize.blingfire.SentenceTokenizer(),
         )
         _validate(self._opts)
         self._endpoints = ServerEndpoints(
