@@ -52,3 +52,16 @@ class Internal(OrpheusError):
 
 class Unauthenticated(OrpheusError):
     """No valid API key (or cluster secret) came with the call."""
+
+
+class PeerStatus(OrpheusError):
+    """A status another node already decided (a forwarded call's answer), relayed unchanged.
+
+    `code` is the gRPC status code's name (e.g. "RESOURCE_EXHAUSTED"): this module knows no
+    protocol, the one mapping to a status turns the name back into a code.
+    """
+
+    def __init__(self, code: str, details: str) -> None:
+        super().__init__(details)
+        self.code = code
+        self.details = details

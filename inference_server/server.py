@@ -19,13 +19,14 @@ from .config import ServerConfig
 from .engine.base import Engine, SamplingConfig
 from .engine.model_loading import NOISE_WARNING, TINY_RANDOM, load_causal_lm, load_tokenizer
 from .fleet import NodeInfo, RedisMembership, SessionRouter, StaticMembership, StreamProxy
+from .fleet.dispatch import FleetDispatch
 from .fleet.membership import Membership
 from .metrics import NodeMetrics
+from .node_state import NodeState
 from .orpheus.tokens import FRAME_TOKENS
 from .proto import tts_pb2, tts_pb2_grpc
 from .security.node_guard import NodeGuard
 from .service.reflection import enable_reflection
-from .service.routing import FleetRouting
 from .service.tts_service import NodeIdentity, TTSService
 from .session.factory import SessionFactory
 from .session.options import SessionOptions
@@ -75,21 +76,36 @@ class Fleet:
     membership: Membership
     router: SessionRouter
     proxy: StreamProxy
-    routing: FleetRouting
+    dispatch: FleetDispatch
+
+    async def start(self) -> None:
+        await self.membership.start()
+        await self.router.start()
 
     async def close(self) -> None:
+        await self.router.close()
         await self.membership.stop()
         await self.proxy.close()
 
 
 def build_fleet(
-    cfg: ServerConfig, identity: NodeIdentity, metrics: NodeMetrics, sessions: SessionFactory | None
+    cfg: ServerConfig,
+    identity: NodeIdentity,
+    metrics: NodeMetrics,
+    sessions: SessionFactory | None,
+    state: NodeState,
 ) -> Fleet | None:
     """Membership (Redis, else static peers), router and proxy; None for a single node."""
     if not cfg.redis_url and not cfg.peers:
         if cfg.role == "router":
             raise ValueError("--role router needs a fleet to route to: give --redis-url or --peers")
         return None
+    if not cfg.cluster_secret:
+        log.warning(
+            "fleet without --cluster-secret: nodes cannot tell a peer's forwarded call from a "
+            "client's, so every call is routed (hop headers are ignored); set --cluster-secret "
+            "(ORPHEUS_CLUSTER_SECRET) to the same value on every node"
+        )
     me = NodeInfo(
         node_id=identity.node_id,
         address=cfg.address,
@@ -107,23 +123,21 @@ def build_fleet(
 
     def on_load(live_sessions: int) -> None:
         voices = tuple(sorted(sessions.loaded_adapters())) if sessions is not None else ()
-        membership.update_self(live_sessions=live_sessions, voices=voices)
+        membership.update_self(
+            live_sessions=live_sessions, draining=state.draining, voices=voices
+        )  # a change of draining is pushed at once, not next beat
+
+    state.add_load_listener(on_load)
 
     proxy = StreamProxy(
         me.node_id,
         channel_options=PEER_CHANNEL_OPTIONS,
         cluster_secret=cfg.cluster_secret,
     )
-    routing = FleetRouting(
-        me.node_id,
-        membership,
-        router,
-        proxy,
-        metrics,
-        serves_locally=sessions is not None,
-        on_load=on_load,
+    dispatch = FleetDispatch(
+        membership, router, proxy, state, metrics, serves_locally=sessions is not None
     )
-    return Fleet(membership, router, proxy, routing)
+    return Fleet(membership, router, proxy, dispatch)
 
 
 class InferenceNode:
@@ -135,6 +149,7 @@ class InferenceNode:
         self.health = health.aio.HealthServicer()
         self.server: grpc.aio.Server | None = None
         self.service: TTSService | None = None
+        self.state = NodeState()  # draining and load, shared by service, fleet and health
         self.fleet: Fleet | None = None
         self._closers: list = []
 
@@ -151,20 +166,21 @@ class InferenceNode:
             cfg.capacity,
             cfg.admit_starving_ms,
         )
-        self.fleet = build_fleet(cfg, identity, self.metrics, factory)
+        self.fleet = build_fleet(cfg, identity, self.metrics, factory, self.state)
         self.service = TTSService(
             factory,
             identity,
             first_text_timeout=cfg.first_text_timeout,
             metrics=self.metrics,
-            routing=self.fleet.routing if self.fleet else None,
+            dispatch=self.fleet.dispatch if self.fleet else None,
+            state=self.state,
         )
-        self.service.load_listeners.append(self._health_for_load)
+        self.state.add_load_listener(self._health_for_load)
         self.guard = NodeGuard.from_config(cfg, self.metrics.registry)
         self.server = self._grpc_server()
         await self.server.start()
         if self.fleet is not None:
-            await self.fleet.membership.start()
+            await self.fleet.start()
         await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
         await self.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
         if cfg.metrics_port:
@@ -179,8 +195,7 @@ class InferenceNode:
 
     def _health_for_load(self, live_sessions: int) -> None:
         """The TTS service reports NOT_SERVING while the node is full, so balancers skip it."""
-        assert self.service is not None
-        full = live_sessions >= self.config.capacity or self.service.draining
+        full = live_sessions >= self.config.capacity or self.state.draining
         status = (
             health_pb2.HealthCheckResponse.NOT_SERVING
             if full
@@ -236,18 +251,11 @@ class InferenceNode:
 
     async def drain(self, grace_s: float) -> int:
         """Refuse new sessions, let live ones finish (up to `grace_s`); return how many were cut."""
-        assert self.service is not None
-        self.service.draining = True
-        if self.fleet is not None:
-            self.fleet.routing.draining = True
-            self.fleet.membership.update_self(draining=True)  # pushed at once, not next beat
+        self.state.start_draining()  # health and membership learn it through the listeners
         await self.health.enter_graceful_shutdown()
-        idle = [self.service.idle.wait()]
-        if self.fleet is not None:
-            idle.append(self.fleet.routing.idle.wait())
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.gather(*idle), grace_s)
-        cut = len(self.service.live) + (self.fleet.routing.forwarding if self.fleet else 0)
+            await asyncio.wait_for(self.state.idle.wait(), grace_s)
+        cut = self.state.busy
         if self.fleet is not None:
             await self.fleet.membership.deregister()
         return cut
@@ -280,9 +288,7 @@ async def serve(config: ServerConfig) -> int:
         loop.add_signal_handler(sig, stop.set)
     print(f"orpheus-server listening on {config.host}:{config.port}", flush=True)
     await stop.wait()
-    log.info(
-        "draining: %d live sessions, grace %.0fs", len(node.service.live), config.drain_grace_s
-    )
+    log.info("draining: %d live sessions, grace %.0fs", len(node.state.live), config.drain_grace_s)
     cut = await node.drain(config.drain_grace_s)
     await node.stop()
     if cut:

@@ -14,7 +14,6 @@ from support_calls import CLIENT_RACE, CLIENT_RACE_ATTEMPTS
 from support_redis import RedisServer
 from support_server import ServerProcess, free_port
 
-from inference_server.fleet.proxy import HOP_HEADER
 from inference_server.proto import tts_pb2 as pb
 from inference_server.proto import tts_pb2_grpc as pb_grpc
 
@@ -140,11 +139,23 @@ async def owner_of(address: str, session_id: str, voice: str) -> str:
         return first.started.node_id
 
 
+async def open_session(
+    address: str, session_id: str, voice: str, *, text: str = "", deadline_s: float = 30
+) -> tuple[grpc.aio.StreamStreamCall, pb.SessionStarted]:
+    """A live session at `address` (the caller cancels the call) and its SessionStarted,
+    which must arrive within the call's deadline."""
+    channel = grpc.aio.insecure_channel(address)
+    call = pb_grpc.TTSStub(channel).Synthesize(timeout=deadline_s)
+    call.add_done_callback(lambda _: asyncio.ensure_future(channel.close()))
+    await call.write(start_request(session_id, voice))
+    if text:
+        await call.write(pb.SynthesizeRequest(text=pb.TextChunk(text=text)))
+    first = await call.read()
+    return call, first.started
+
+
 def audio_of(responses: Sequence[pb.SynthesizeResponse]) -> bytes:
     return b"".join(r.audio.pcm for r in responses if r.WhichOneof("kind") == "audio")
-
-
-SERVE_HERE = ((HOP_HEADER, "test"),)  # metadata that makes a node serve the call itself
 
 
 async def refusal(address: str, request: pb.SynthesizeRequest) -> grpc.aio.AioRpcError:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -55,6 +56,15 @@ class RedisServer:
         self._proc.kill()
         self._proc.wait(timeout=10)
         self._proc = None
+
+    def freeze(self) -> None:
+        """SIGSTOP: the port still accepts connections, nothing ever answers."""
+        assert self._proc is not None
+        self._proc.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        assert self._proc is not None
+        self._proc.send_signal(signal.SIGCONT)
 
     def _wait_ready(self, timeout_s: float = 10.0) -> None:
         deadline = time.monotonic() + timeout_s

@@ -7,7 +7,7 @@ import pytest
 
 from inference_server import errors as E
 from inference_server.engine.base import AdapterLoadError
-from inference_server.service.errors import RpcError, to_status
+from inference_server.service.errors import to_status
 from inference_server.session.synthesis import SessionInputError
 from inference_server.voices.adapters import BrokenAdapterError
 from inference_server.voices.names import InvalidVoiceNameError
@@ -56,5 +56,6 @@ def test_an_error_outside_the_taxonomy_is_internal_and_says_nothing_inside(
 
 
 def test_a_status_decided_by_a_peer_is_relayed_unchanged() -> None:
-    status = to_status(RpcError(S.RESOURCE_EXHAUSTED, "owner full"))
+    status = to_status(E.PeerStatus("RESOURCE_EXHAUSTED", "owner full"))
     assert (status.code, status.details) == (S.RESOURCE_EXHAUSTED, "owner full")
+    assert to_status(E.PeerStatus("NOT_A_CODE", "odd peer")).code == S.UNKNOWN

@@ -16,7 +16,7 @@ import grpc
 import pytest
 from livekit.plugins.orpheus.endpoints import ServerEndpoints
 from livekit.plugins.orpheus.session import SynthesisSession
-from support_fleet import SERVE_HERE, Fleet, collect, refusal, start_request, text_requests
+from support_fleet import Fleet, collect, refusal, start_request, text_requests
 from support_server import ServerProcess
 
 from inference_server.proto import tts_pb2 as pb
@@ -40,9 +40,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
 def baseline_marks(fleet: Fleet) -> list[int]:
     """TextProgress marks of TEXT spoken start to end by one healthy node."""
     reply = asyncio.run(
-        collect(
-            fleet.nodes[2].address, [start_request("baseline"), *text_requests(TEXT)], SERVE_HERE
-        )
+        collect(fleet.nodes[2].address, [start_request("baseline"), *text_requests(TEXT)])
     )
     return [r.progress.chars_done for r in reply if r.WhichOneof("kind") == "progress"]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Iterator
 
@@ -15,6 +16,7 @@ from support_fleet import (
     Fleet,
     audio_of,
     collect,
+    open_session,
     owner_of,
     refusal,
     start_request,
@@ -86,15 +88,23 @@ async def test_session_without_id_gets_one_assigned_by_the_routing_node(fleet: F
     assert started.session_id and started.node_id in {"n0", "n1", "n2"}
 
 
-async def test_call_already_forwarded_is_served_where_it_lands(fleet: Fleet) -> None:
-    node = fleet.nodes[2]
-    for i in range(6):  # whatever the ring says, a hop header means "serve here"
+async def test_forged_hop_header_without_cluster_secret_is_routed_to_the_owner(
+    fleet: Fleet,
+) -> None:
+    """A client claiming to be a peer (hop header, no cluster secret) is routed like any
+    other call; the fleet started without a secret says so loudly at start."""
+    entry = fleet.nodes[2]
+    for i, owner in enumerate(fleet.nodes[:2]):
+        sid = f"forged-hop-{i}"
+        fleet.pin(sid, owner)
         reply = await collect(
-            node.address,
-            [start_request(f"hop-{i}", VOICES[i]), *text_requests("Hi.")],
+            entry.address,
+            [start_request(sid, VOICES[i]), *text_requests("Hi.")],
             metadata=((HOP_HEADER, "n0"),),
         )
-        assert reply[0].started.node_id == "n2"
+        assert reply[0].started.node_id == fleet.node_id(owner)
+    for node in fleet.nodes:
+        assert re.search(r" WARNING inference_server\.server .*--cluster-secret", node.log(None))
 
 
 async def test_unknown_model_is_not_found_across_the_fleet(fleet: Fleet) -> None:
@@ -140,3 +150,48 @@ async def test_redis_outage_keeps_sessions_and_routing_then_nodes_reregister(fle
     client.close()
     assert info.address == fleet.nodes[1].address and info.models == ("tiny-random",)
     assert info.role == "inference" and not info.draining and info.capacity > 0
+
+
+async def test_frozen_redis_never_holds_up_a_session_start(fleet: Fleet) -> None:
+    """SIGSTOP on redis-server: connections open, nothing answers. Every start still gets
+    SessionStarted well inside a 2 s client deadline (it used to wait 3 s: three Redis calls
+    in a row, each timing out), routed by the last known ring; served both here and across."""
+    entry = fleet.nodes[0]
+    fleet.redis.freeze()
+    try:
+        served = set()
+        for i, voice in enumerate(VOICES):
+            call, started = await open_session(entry.address, f"frozen-{i}", voice, deadline_s=2)
+            served.add(started.node_id)
+            call.cancel()
+        assert len(served) > 1, f"with Redis frozen every session stayed on {served}"
+    finally:
+        fleet.redis.thaw()
+    fleet.wait_registered(timeout_s=10)
+
+
+async def test_flushall_restores_the_owner_record_of_every_live_session(fleet: Fleet) -> None:
+    """Redis loses every record (FLUSHALL) while 6 sessions are live, some proxied: each
+    owner writes its sessions' records again, and every node registers again."""
+    fleet.ensure_running()
+    entry = fleet.nodes[1]
+    live = {}
+    try:
+        for i, voice in enumerate(VOICES[:6]):
+            call, started = await open_session(entry.address, f"flush-{i}", voice, text="Hi.")
+            live[started.session_id] = (call, started.node_id)
+        assert {owner for _, owner in live.values()} != {"n1"}, "no session was proxied"
+        client = redis.Redis(port=fleet.redis.port)
+        client.flushall()
+        deadline = time.monotonic() + 5
+        while True:
+            records = {sid: client.get(f"orpheus:session:{sid}") for sid in live}
+            if all(records[sid] == owner.encode() for sid, (_, owner) in live.items()):
+                break
+            assert time.monotonic() < deadline, f"records not restored: {records}"
+            await asyncio.sleep(0.05)
+        client.close()
+        fleet.wait_registered(timeout_s=5)
+    finally:
+        for call, _ in live.values():
+            call.cancel()

@@ -125,3 +125,28 @@ async def test_static_membership() -> None:
 def test_heartbeat_must_be_shorter_than_ttl() -> None:
     with pytest.raises(ValueError, match="heartbeat_s"):
         RedisMembership("redis://127.0.0.1:1", NodeInfo("a", "h:1"), ttl_s=1, heartbeat_s=2)
+
+
+async def test_peers_survive_redis_losing_every_registration(fleet, redis_server) -> None:
+    """FLUSHALL (or a restart without persistence): the node that beats first must not route
+    as if its peers had left while they have not yet beaten again."""
+    a = await fleet("a")
+    slow = RedisMembership(
+        redis_server.url, NodeInfo("slow", "127.0.0.1:50999"), ttl_s=30, heartbeat_s=10
+    )
+    await slow.start()
+    views: list[list[str]] = []
+    a.on_change(lambda nodes: views.append([n.node_id for n in nodes]))
+    client = aioredis.from_url(redis_server.url)
+    try:
+        await wait_for(lambda: "slow" in ids(a), 2 * HEARTBEAT_S)
+        await client.flushall()
+        deadline = time.monotonic() + 2
+        while not await client.exists("orpheus:node:a"):  # `a` beat again and re-registered
+            assert time.monotonic() < deadline, "a never re-registered after FLUSHALL"
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(HEARTBEAT_S)  # and polled the emptied Redis at least once more
+        assert "slow" in ids(a) and all("slow" in view for view in views), views
+    finally:
+        await client.aclose()
+        await slow.stop()

@@ -9,9 +9,18 @@ from collections.abc import AsyncIterator
 import grpc
 import pytest
 
-from inference_server.fleet.proxy import HOP_HEADER, StreamProxy, forwarded_metadata, hop_of
+from inference_server.errors import OrpheusError
+from inference_server.fleet.proxy import (
+    CLUSTER_SECRET_HEADER,
+    HOP_HEADER,
+    StreamProxy,
+    forwarded_metadata,
+    hop_of,
+    trusted_hop,
+)
 from inference_server.proto import tts_pb2 as pb
 from inference_server.proto import tts_pb2_grpc
+from inference_server.service.errors import to_status
 
 
 class EchoOwner(tts_pb2_grpc.TTSServicer):
@@ -50,7 +59,7 @@ class EchoOwner(tts_pb2_grpc.TTSServicer):
 
 
 class ProxyFront(tts_pb2_grpc.TTSServicer):
-    """Forwards every session to `owner_address` unless the call already made its hop."""
+    """Forwards every session to `owner_address`; ends the call with the status it gets."""
 
     def __init__(self, proxy: StreamProxy, owner_address: str) -> None:
         self.proxy = proxy
@@ -61,9 +70,18 @@ class ProxyFront(tts_pb2_grpc.TTSServicer):
         first = await anext(aiter(request_iterator))
         try:
             async for response in self.proxy.forward(
-                self.owner_address, first, request_iterator, context
+                self.owner_address,
+                first,
+                request_iterator,
+                metadata=context.invocation_metadata(),
+                timeout=context.time_remaining(),
             ):
                 yield response
+        except grpc.aio.AioRpcError as err:
+            await context.abort(err.code(), err.details() or "")
+        except OrpheusError as err:
+            status = to_status(err)
+            await context.abort(status.code, status.details)
         except asyncio.CancelledError:
             self.cancelled.set()
             raise
@@ -119,17 +137,40 @@ async def test_channel_per_peer_is_reused(pair) -> None:
     assert front.proxy.channel(front.owner_address) is front.proxy.channel(front.owner_address)
 
 
-async def test_already_forwarded_call_is_refused(pair) -> None:
-    owner, _, address = pair
+async def test_call_a_peer_already_forwarded_is_refused(pair) -> None:
+    owner, front, address = pair
+    front.proxy.cluster_secret = "s3cret"
     async with grpc.aio.insecure_channel(address) as channel:
         call = tts_pb2_grpc.TTSStub(channel).Synthesize(
-            iter(session("x")), metadata=[(HOP_HEADER, "elsewhere")]
+            iter(session("x")),
+            metadata=[(HOP_HEADER, "elsewhere"), (CLUSTER_SECRET_HEADER, "s3cret")],
         )
         with pytest.raises(grpc.aio.AioRpcError) as err:
             _ = [r async for r in call]
     assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert "one hop" in err.value.details() and "elsewhere" in err.value.details()
     assert owner.metadata == []  # never reached the owner
+
+
+async def test_hop_claimed_without_the_cluster_secret_is_not_trusted(pair) -> None:
+    """Any client can send a hop header: without the secret it is replaced, not obeyed."""
+    owner, _, address = pair
+    async with grpc.aio.insecure_channel(address) as channel:
+        call = tts_pb2_grpc.TTSStub(channel).Synthesize(
+            iter(session("x")), metadata=[(HOP_HEADER, "forged")]
+        )
+        responses = [r async for r in call]
+    assert responses[0].started.node_id == "owner"
+    assert hop_of(owner.metadata) == "front"
+
+
+def test_trusted_hop_needs_the_configured_secret() -> None:
+    claimed = [(HOP_HEADER, "n1")]
+    proven = [*claimed, (CLUSTER_SECRET_HEADER, "s3cret")]
+    assert trusted_hop(claimed, "") is None and trusted_hop(proven, "") is None
+    assert trusted_hop(claimed, "s3cret") is None
+    assert trusted_hop([*claimed, (CLUSTER_SECRET_HEADER, "guess")], "s3cret") is None
+    assert trusted_hop(proven, "s3cret") == "n1"
 
 
 async def test_owner_error_reaches_client_with_same_status(pair) -> None:
@@ -170,7 +211,7 @@ async def test_unreachable_owner_is_unavailable() -> None:
         await front_server.stop(None)
 
 
-async def test_forward_without_context_raises_upstream_error() -> None:
+async def test_forward_raises_upstream_error() -> None:
     owner = EchoOwner("owner")
     server, address = await serve(owner)
     proxy = StreamProxy("front")

@@ -1,5 +1,7 @@
 """SessionRouter with a real redis-server: stickiness, failover, drain/capacity, popularity."""
 
+import asyncio
+import time
 from collections import Counter
 
 import pytest
@@ -105,15 +107,20 @@ async def test_draining_and_full_nodes_get_no_new_sessions(redis) -> None:
         await router.route("m", "tara", "new-x")
 
 
-async def test_keepalive_and_release(redis) -> None:
+async def test_held_sessions_are_kept_alive_restored_and_released(redis) -> None:
     router = SessionRouter("n0", make_membership(), redis=redis, sticky_ttl_s=2)
-    await router.route("m", "tara", "s-1")
+    router.hold("s-1")  # served here, routed by another node: no record of ours yet
+    await router.refresh_held()
+    assert await redis.get("orpheus:session:s-1") == b"n0"
     await redis.pexpire("orpheus:session:s-1", 100)
-    await router.keepalive("s-1")
+    await router.refresh_held()
     assert await redis.pttl("orpheus:session:s-1") > 1000
-    await redis.delete("orpheus:session:s-1")  # Redis restarted empty
-    await router.keepalive("s-1")
-    assert await redis.exists("orpheus:session:s-1")
+    await redis.flushall()  # Redis restarted empty
+    await router.refresh_held()
+    assert await redis.get("orpheus:session:s-1") == b"n0"
+    router.hold("s-1")  # a second call of the same session (refused as a duplicate)
+    await router.release("s-1")
+    assert await redis.exists("orpheus:session:s-1")  # the first call still holds it
     await router.release("s-1")
     assert not await redis.exists("orpheus:session:s-1")
 
@@ -136,8 +143,31 @@ async def test_redis_down_routes_by_last_known_state(redis_server, redis) -> Non
     assert (await router.route("m", "tara", "s-1")).node_id == owner  # local sticky record
     new_owner = (await router.route("m", "leo", "s-2")).node_id
     assert new_owner in router.ring("m").node_ids
-    await router.keepalive("s-1")
+    router.hold("s-1")
+    await router.refresh_held()
     await router.release("s-1")
+
+
+async def test_frozen_redis_costs_one_bounded_wait_then_routes_locally(redis_server, redis) -> None:
+    router = SessionRouter("n0", make_membership(), redis=redis, redis_timeout_s=0.1)
+    owner = (await router.route("m", "tara", "s-1")).node_id
+    redis_server.freeze()
+    try:
+        # The old router waited out the client's socket timeout (0.5 s here) three times per
+        # start: 15 s for these 10. Now the first start pays 0.1 s, the rest skip Redis.
+        async with asyncio.timeout(2.0):
+            new = [(await router.route("m", "leo", f"f-{i}")).node_id for i in range(10)]
+            assert (await router.route("m", "tara", "s-1")).node_id == owner
+        assert set(new) <= set(router.ring("m").node_ids)
+        assert not router.redis_healthy
+    finally:
+        redis_server.thaw()
+    deadline = time.monotonic() + 5
+    while not router.redis_healthy:  # the gate's own probe sees Redis answer again
+        assert time.monotonic() < deadline, "redis never seen healthy again"
+        await asyncio.sleep(0.02)
+    await router.route("m", "tara", "after")
+    assert await redis.exists("orpheus:session:after")
 
 
 async def test_static_router_without_redis() -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
@@ -125,7 +126,9 @@ class RedisMembership:
     """Registers this node in Redis with a TTL heartbeat and watches the others by polling.
 
     When Redis is unreachable the last known membership is kept (and served); the next
-    successful heartbeat re-registers this node.
+    successful heartbeat re-registers this node. When Redis comes back without this node's
+    registration (restarted empty, FLUSHALL), peers are kept for one TTL so they can
+    re-register before routing forgets them.
     """
 
     def __init__(
@@ -153,6 +156,8 @@ class RedisMembership:
         self._poke = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._registered = False
+        self._ever_registered = False  # a registration Redis once held
+        self._keep_known_until = 0.0  # monotonic; peers missing from Redis are kept till then
         self.connected = False
 
     @property
@@ -233,7 +238,9 @@ class RedisMembership:
     async def _beat(self) -> None:
         """One heartbeat + poll; on failure keep the last known membership."""
         try:
-            await self._register()
+            if not await self._register() and self._ever_registered:
+                self._redis_lost_state()
+            self._ever_registered = True
             fresh = await self._poll()
         except (RedisError, OSError) as exc:
             if self.connected:
@@ -249,7 +256,16 @@ class RedisMembership:
         self.connected = True
         self._apply(fresh)
 
-    async def _register(self) -> None:
+    def _redis_lost_state(self) -> None:
+        logger.warning(
+            "redis lost this node's registration (restarted empty or flushed): %s "
+            "re-registered; keeping %d known peers for %.1fs while they re-register",
+            self.self_id, len(self._known), self._ttl_ms / 1000,
+        )  # fmt: skip
+        self._keep_known_until = time.monotonic() + self._ttl_ms / 1000
+
+    async def _register(self) -> bool:
+        """Write this node's registration; True if Redis still held the previous one."""
         key = self._key(self.self_id)
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.set(key, self._self.to_json(), px=self._ttl_ms, get=True)
@@ -259,6 +275,7 @@ class RedisMembership:
             self._self
         ):
             await self._redis.publish(self._channel, self.self_id)
+        return previous is not None
 
     async def _poll(self) -> dict[str, NodeInfo]:
         ids = sorted(i.decode() for i in await self._redis.smembers(self._index))
@@ -281,6 +298,8 @@ class RedisMembership:
         def view(nodes: dict[str, NodeInfo]) -> dict[str, NodeInfo]:
             return {k: _routing_view(v) for k, v in nodes.items()}
 
+        if time.monotonic() < self._keep_known_until:
+            fresh = {**self._known, **fresh}
         changed = view(fresh) != view(self._known)
         self._known = fresh
         if changed:

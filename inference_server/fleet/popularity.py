@@ -13,20 +13,22 @@ from redis import asyncio as aioredis
 
 TOTAL_FIELD = "\x00total"
 
-# KEYS[1] = counter key prefix; ARGV = voice, window_s, record (1/0)
+# KEYS[1] = counter key prefix, KEYS[2] = the session's sticky key; ARGV = voice, window_s.
+# One round trip reads the session's owner and counts a start only for a session with none.
 _COUNT_SCRIPT = """
+local owner = redis.call('GET', KEYS[2])
 local now = redis.call('TIME')
 local window = tonumber(ARGV[2])
 local bucket = math.floor(tonumber(now[1]) / window)
 local cur = KEYS[1] .. ':' .. bucket
 local prev = KEYS[1] .. ':' .. (bucket - 1)
-if ARGV[3] == '1' then
+if owner == false then
   redis.call('HINCRBY', cur, ARGV[1], 1)
   redis.call('HINCRBY', cur, '\\0total', 1)
   redis.call('EXPIRE', cur, window * 3)
 end
 local function get(key, field) return tonumber(redis.call('HGET', key, field)) or 0 end
-return {get(cur, ARGV[1]) + get(prev, ARGV[1]), get(cur, '\\0total') + get(prev, '\\0total')}
+return {get(cur, ARGV[1]) + get(prev, ARGV[1]), get(cur, '\\0total') + get(prev, '\\0total'), owner}
 """
 
 
@@ -61,8 +63,13 @@ class RedisPopularity:
         self._window_s = int(window_s)
         self._script = redis.register_script(_COUNT_SCRIPT)
 
-    async def record(self, model: str, voice: str) -> tuple[int, int]:
-        """Count one session start; return (voice starts, model starts) in the window."""
+    async def count_start(
+        self, model: str, voice: str, sticky_key: str
+    ) -> tuple[str | None, int, int]:
+        """The session's recorded owner, and (voice starts, model starts) in the window; a
+        session without an owner counts as a new start."""
         key = f"{self._prefix}:popularity:{model}"
-        voice_count, total = await self._script(keys=[key], args=[voice, self._window_s, 1])
-        return int(voice_count), int(total)
+        voice_count, total, owner = await self._script(
+            keys=[key, sticky_key], args=[voice, self._window_s]
+        )
+        return (owner.decode() if owner else None), int(voice_count), int(total)

@@ -1,12 +1,19 @@
-"""One-hop forwarding of a Synthesize stream to the node that owns the session."""
+"""One-hop forwarding of a Synthesize stream to the node that owns the session.
+
+A hop header is only a claim: without the cluster secret any client can send one. So a node
+trusts it (serves the call itself, never forwards it again) only when the call also carries
+the cluster secret this node is configured with.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import hmac
 from collections.abc import AsyncIterator, Sequence
 
 import grpc
 
+from inference_server.errors import ProtocolOrderError
 from inference_server.proto import tts_pb2, tts_pb2_grpc
 
 HOP_HEADER = "x-orpheus-hop"
@@ -17,12 +24,25 @@ _NOT_FORWARDED = ("user-agent", "content-type", "te", "host")
 Metadata = Sequence[tuple[str, str | bytes]]
 
 
-def hop_of(metadata: Metadata | None) -> str | None:
-    """The node that forwarded this call, or None if it came straight from a client."""
+def _value(metadata: Metadata | None, header: str) -> str | None:
     for key, value in metadata or ():
-        if key == HOP_HEADER:
-            return value.decode() if isinstance(value, bytes) else value
+        if key == header:
+            return value.decode(errors="replace") if isinstance(value, bytes) else value
     return None
+
+
+def hop_of(metadata: Metadata | None) -> str | None:
+    """The node this call claims forwarded it (untrusted: see `trusted_hop`), or None."""
+    return _value(metadata, HOP_HEADER)
+
+
+def trusted_hop(metadata: Metadata | None, cluster_secret: str) -> str | None:
+    """The forwarding node, when the call proves it is a peer with the cluster secret; None
+    for a client's call, whatever hop header it claims."""
+    hop, secret = hop_of(metadata), _value(metadata, CLUSTER_SECRET_HEADER)
+    if hop is None or not cluster_secret or secret is None:
+        return None
+    return hop if hmac.compare_digest(secret.encode(), cluster_secret.encode()) else None
 
 
 def forwarded_metadata(
@@ -67,34 +87,26 @@ class StreamProxy:
         address: str,
         first_request: tts_pb2.SynthesizeRequest,
         request_iterator: AsyncIterator[tts_pb2.SynthesizeRequest],
-        context: grpc.aio.ServicerContext | None = None,
         metadata: Metadata | None = None,
+        timeout: float | None = None,
     ) -> AsyncIterator[tts_pb2.SynthesizeResponse]:
         """Yield the owner's responses to the request stream (first request already read).
 
-        With `context`, the client's metadata and deadline go upstream and an upstream error
-        aborts the client's call with the same code and details; without it, the upstream
-        `grpc.aio.AioRpcError` is raised. Cancelling the iteration cancels the upstream call.
+        `metadata` (the client's) goes upstream with our hop header; an upstream error is
+        raised as `grpc.aio.AioRpcError`. Cancelling the iteration cancels the upstream call.
         """
-        incoming = context.invocation_metadata() if context is not None else metadata
-        if (hop := hop_of(incoming)) is not None:
-            message = f"already forwarded by node {hop!r}: a session is proxied one hop at most"
-            if context is not None:
-                await context.abort(grpc.StatusCode.FAILED_PRECONDITION, message)
-            raise ValueError(message)
-        timeout = context.time_remaining() if context is not None else None
+        if (hop := trusted_hop(metadata, self.cluster_secret)) is not None:
+            raise ProtocolOrderError(
+                f"already forwarded by node {hop!r}: a session is proxied one hop at most"
+            )
         call = tts_pb2_grpc.TTSStub(self.channel(address)).Synthesize(
             _prepend(first_request, request_iterator),
-            metadata=forwarded_metadata(incoming, self.self_id, self.cluster_secret),
+            metadata=forwarded_metadata(metadata, self.self_id, self.cluster_secret),
             timeout=timeout,
         )
         try:
             async for response in call:
                 yield response
-        except grpc.aio.AioRpcError as err:
-            if context is None:
-                raise
-            await context.abort(err.code(), err.details() or "")
         finally:
             call.cancel()  # no-op once the call has finished; stops the owner if we were cancelled
 

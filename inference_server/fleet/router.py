@@ -1,25 +1,37 @@
-"""Which node owns a session: sticky record first, else the voice ring with bounded load."""
+"""Which node owns a session: sticky record first, else the voice ring with bounded load.
+
+Redis is on the path of every session start, so each start makes at most two bounded
+round trips (read the owner and count the start; claim the owner), both through one
+`RedisGate`: a frozen, dead or restarted Redis costs one short wait, then starts are routed
+from this node's last known view until Redis answers again. The node serving a session
+holds its record: it re-asserts it every `keepalive_s` and whenever Redis comes back, so
+records lost to a restart or FLUSHALL return within one keepalive.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 from collections import Counter
 from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass
 
 from redis import asyncio as aioredis
-from redis.exceptions import RedisError
 
 from .membership import Membership
 from .nodes import NodeInfo
 from .popularity import LocalPopularity, RedisPopularity
+from .redis_gate import DEFAULT_TIMEOUT_S, RedisGate
 from .ring import DEFAULT_LOAD_FACTOR, DEFAULT_SPREAD, DEFAULT_VNODES, VoiceRing, replicas_for
 
 logger = logging.getLogger(__name__)
 
-# KEYS[1] = sticky key; ARGV = expected owner, new owner, ttl ms. Moves a session only if it
-# is still where the caller saw it, so two nodes failing it over at once agree on one owner.
-_MOVE_SCRIPT = """
+# KEYS[1] = sticky key; ARGV = expected owner ("" = none), new owner, ttl ms. Claims a session
+# only if it is still where the caller saw it, so two routers placing or failing it over at
+# once agree on one owner.
+_CLAIM_SCRIPT = """
 local cur = redis.call('GET', KEYS[1])
 if cur == false or cur == ARGV[1] then
   redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
@@ -27,6 +39,13 @@ if cur == false or cur == ARGV[1] then
 end
 return cur
 """
+
+
+@dataclass(frozen=True, slots=True)
+class _Lookup:
+    owner: str | None  # the session's recorded owner
+    voice_starts: int
+    total_starts: int
 
 
 class NoNodeAvailable(RuntimeError):
@@ -52,6 +71,8 @@ class SessionRouter:
         r_min: int = 1,
         replicas: Mapping[str, int] | None = None,
         sticky_ttl_s: float = 30.0,
+        keepalive_s: float = 1.0,
+        redis_timeout_s: float = DEFAULT_TIMEOUT_S,
         popularity_window_s: int = 60,
         popularity_min_total: int = 20,
         prefix: str = "orpheus",
@@ -60,22 +81,32 @@ class SessionRouter:
             raise ValueError(f"load_factor must be > 1, got {load_factor}")
         self.self_id = self_id
         self._membership = membership
-        self._redis = redis
+        self._gate = RedisGate(redis, redis_timeout_s) if redis is not None else None
         self._vnodes = vnodes
         self._load_factor = load_factor
         self._spread = spread
         self._r_min = r_min
         self._replicas = dict(replicas or {})
         self._ttl_ms = int(sticky_ttl_s * 1000)
+        self._keepalive_s = keepalive_s
         self._prefix = prefix
         self._min_total = popularity_min_total
         self._local_popularity = LocalPopularity(popularity_window_s)
         self._popularity = RedisPopularity(redis, prefix, popularity_window_s) if redis else None
-        self._move = redis.register_script(_MOVE_SCRIPT) if redis else None
+        self._claim_script = redis.register_script(_CLAIM_SCRIPT) if redis else None
         self._local_sticky: dict[str, tuple[str, float]] = {}
+        self._held: Counter[str] = Counter()  # sessions served here: this node keeps their records
+        self._keeper: asyncio.Task[None] | None = None
         self._rings: dict[frozenset[str], VoiceRing] = {}
         self._routed: Counter[str] = Counter()  # placed by us since the last load snapshot
         self._load_snapshot: tuple[tuple[str, int], ...] = ()
+        if self._gate is not None:
+            self._gate.on_recovered(self.refresh_held)
+
+    @property
+    def redis_healthy(self) -> bool:
+        """False while routing skips a Redis that just failed (no Redis: True)."""
+        return self._gate is None or self._gate.healthy
 
     async def route(
         self, model: str, voice: str, session_id: str, avoid: Collection[str] = ()
@@ -90,54 +121,87 @@ class SessionRouter:
         }
         if not nodes:
             raise NoNodeAvailable(f"no live node serves model {model or '(default)'!r}")
-        sticky = await self._sticky_get(session_id)
-        if sticky in nodes:
-            return nodes[sticky]
-        chosen = await self._place(model, voice, session_id, nodes, new=sticky is None)
-        owner = await self._sticky_claim(session_id, chosen, previous=sticky)
+        found = await self._lookup(model, voice, session_id)
+        if found.owner in nodes:
+            return nodes[found.owner]
+        chosen = self._place(model, voice, session_id, nodes, found)
+        owner = await self._claim(session_id, chosen, previous=found.owner)
         if owner != chosen and owner in nodes:
             return nodes[owner]
         self._routed[chosen] += 1
         return nodes[chosen]
 
-    async def keepalive(self, session_id: str) -> None:
-        """Refresh the session's sticky record; call it well inside sticky_ttl_s."""
-        if session_id in self._local_sticky:
-            owner, _ = self._local_sticky[session_id]
-            self._local_sticky[session_id] = (owner, self._expiry())
-        if self._redis is not None:
-            key = self._sticky_key(session_id)
-            try:
-                if (
-                    not await self._redis.pexpire(key, self._ttl_ms)
-                    and session_id in self._local_sticky
-                ):
-                    # Redis lost the record (restarted empty): put back what we know.
-                    owner, _ = self._local_sticky[session_id]
-                    await self._redis.set(key, owner, nx=True, px=self._ttl_ms)
-            except RedisError as exc:
-                logger.debug("keepalive of %s not recorded in redis: %s", session_id, exc)
+    # -- sessions served here ---------------------------------------------------------------
+
+    def hold(self, session_id: str) -> None:
+        """This node serves the session: keep its record alive until `release`."""
+        self._held[session_id] += 1
+        self._local_sticky[session_id] = (self.self_id, self._expiry())
 
     async def release(self, session_id: str) -> None:
-        """Forget the session's owner (it ended)."""
+        """The session ended here: forget its owner (once no call of it is served here)."""
+        self._held[session_id] -= 1
+        if self._held[session_id] > 0:
+            return
+        del self._held[session_id]
         self._local_sticky.pop(session_id, None)
-        if self._redis is not None:
-            try:
-                await self._redis.delete(self._sticky_key(session_id))
-            except RedisError as exc:
-                logger.debug("release of %s not recorded in redis: %s", session_id, exc)
+        if self._gate is not None:
+            key = self._sticky_key(session_id)
+            await self._gate.call(lambda: self._gate.redis.delete(key), "a session's release")
+
+    async def refresh_held(self) -> None:
+        """Re-assert this node's records of the sessions it serves, in one round trip: a
+        record Redis lost (restart, FLUSHALL) is written again, a live one gets a fresh TTL."""
+        held = sorted(self._held)
+        for session_id in held:
+            self._local_sticky[session_id] = (self.self_id, self._expiry())
+        if self._gate is None or not held:
+            return
+        redis = self._gate.redis
+
+        async def reassert() -> list[object]:
+            async with redis.pipeline(transaction=False) as pipe:
+                for session_id in held:
+                    key = self._sticky_key(session_id)
+                    pipe.set(key, self.self_id, nx=True, px=self._ttl_ms)
+                    pipe.pexpire(key, self._ttl_ms)
+                return await pipe.execute()
+
+        replies = await self._gate.call(reassert, "the owner records of held sessions")
+        restored = sum(1 for r in (replies or [])[::2] if r)
+        if restored:
+            logger.info("restored %d owner records redis had lost", restored)
+
+    async def start(self) -> None:
+        """Keep held sessions' records alive every `keepalive_s` (with Redis only)."""
+        if self._gate is not None and self._keeper is None:
+            self._keeper = asyncio.create_task(self._keep_held(), name="router-keepalive")
+
+    async def close(self) -> None:
+        if self._keeper is not None:
+            self._keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._keeper
+            self._keeper = None
+        if self._gate is not None:
+            await self._gate.close()
 
     def ring(self, model: str = "") -> VoiceRing:
         """The ring over the nodes currently serving `model`."""
         return self._ring_for(n.node_id for n in self._membership.nodes() if n.serves(model))
 
+    async def _keep_held(self) -> None:
+        while True:
+            await asyncio.sleep(self._keepalive_s)
+            await self.refresh_held()
+
     # -- placement --------------------------------------------------------------------------
 
-    async def _place(
-        self, model: str, voice: str, session_id: str, nodes: dict[str, NodeInfo], new: bool
+    def _place(
+        self, model: str, voice: str, session_id: str, nodes: dict[str, NodeInfo], found: _Lookup
     ) -> str:
         ring = self._ring_for(nodes)
-        r = await self._replica_count(model, voice, len(ring), record=new)
+        r = self._replica_count(voice, found, len(ring))
         exclude = {i for i, n in nodes.items() if n.draining or n.full}
         chosen = ring.place(
             model, voice, session_id, r, self._loads(nodes), self._load_factor, exclude
@@ -165,22 +229,13 @@ class SessionRouter:
             self._routed.clear()
         return {i: n.live_sessions + self._routed[i] for i, n in nodes.items()}
 
-    async def _replica_count(self, model: str, voice: str, n_nodes: int, record: bool) -> int:
+    def _replica_count(self, voice: str, found: _Lookup, n_nodes: int) -> int:
         if voice in self._replicas:
             return max(1, min(self._replicas[voice], n_nodes))
-        voice_starts, total = await self._popularity_of(model, voice, record)
-        share = voice_starts / max(total, self._min_total)
+        share = found.voice_starts / max(found.total_starts, self._min_total)
         return replicas_for(share, n_nodes, self._spread, self._r_min)
 
-    async def _popularity_of(self, model: str, voice: str, record: bool) -> tuple[int, int]:
-        if self._popularity is not None and record:
-            try:
-                return await self._popularity.record(model, voice)
-            except RedisError as exc:
-                logger.debug("popularity from local counts (redis: %s)", exc)
-        return self._local_popularity.record(model, voice)
-
-    # -- stickiness -------------------------------------------------------------------------
+    # -- records ----------------------------------------------------------------------------
 
     def _sticky_key(self, session_id: str) -> str:
         return f"{self._prefix}:session:{session_id}"
@@ -188,36 +243,38 @@ class SessionRouter:
     def _expiry(self) -> float:
         return time.monotonic() + self._ttl_ms / 1000
 
-    async def _sticky_get(self, session_id: str) -> str | None:
-        if self._redis is not None:
-            try:
-                value = await self._redis.get(self._sticky_key(session_id))
-                if value is not None:
-                    return value.decode()
-            except RedisError as exc:
-                logger.debug("sticky lookup from local records (redis: %s)", exc)
+    async def _lookup(self, model: str, voice: str, session_id: str) -> _Lookup:
+        """Owner record and voice popularity: one Redis round trip, else the local view."""
+        if self._gate is not None and self._popularity is not None:
+            popularity, key = self._popularity, self._sticky_key(session_id)
+            shared = await self._gate.call(
+                lambda: popularity.count_start(model, voice, key), "a session's owner lookup"
+            )
+            if shared is not None:  # a record Redis lost (restarted empty) may be known here
+                owner, voice_starts, total = shared
+                return _Lookup(owner or self._local_owner(session_id), voice_starts, total)
+        owner = self._local_owner(session_id)
+        counts = self._local_popularity.record(model, voice) if owner is None else (0, 0)
+        return _Lookup(owner, *counts)
+
+    def _local_owner(self, session_id: str) -> str | None:
         owner, expiry = self._local_sticky.get(session_id, (None, 0.0))
         return owner if expiry > time.monotonic() else None
 
-    async def _sticky_claim(self, session_id: str, node_id: str, previous: str | None) -> str:
+    async def _claim(self, session_id: str, node_id: str, previous: str | None) -> str:
         """Record node_id as owner unless another router got there first; return the owner."""
         self._prune_local()
         self._local_sticky[session_id] = (node_id, self._expiry())
-        if self._redis is None or self._move is None:
+        if self._gate is None or self._claim_script is None:
             return node_id
-        key = self._sticky_key(session_id)
-        try:
-            if previous is None:
-                if await self._redis.set(key, node_id, nx=True, px=self._ttl_ms):
-                    return node_id
-                value = await self._redis.get(key)
-            else:
-                value = await self._move(keys=[key], args=[previous, node_id, self._ttl_ms])
-        except RedisError as exc:
-            logger.debug("sticky owner of %s kept locally (redis: %s)", session_id, exc)
-            return node_id
-        owner = value.decode() if isinstance(value, bytes) else value
-        owner = owner or node_id
+        script, key = self._claim_script, self._sticky_key(session_id)
+        value = await self._gate.call(
+            lambda: script(keys=[key], args=[previous or "", node_id, self._ttl_ms]),
+            "a session's owner claim",
+        )
+        if value is None:
+            return node_id  # kept locally; the owner's keepalive writes it once Redis is back
+        owner = value.decode() if isinstance(value, bytes) else str(value)
         self._local_sticky[session_id] = (owner, self._expiry())
         return owner
 
@@ -225,4 +282,6 @@ class SessionRouter:
         if len(self._local_sticky) < 4096:
             return
         now = time.monotonic()
-        self._local_sticky = {s: v for s, v in self._local_sticky.items() if v[1] > now}
+        self._local_sticky = {
+            s: v for s, v in self._local_sticky.items() if v[1] > now or s in self._held
+        }

@@ -1,7 +1,7 @@
 """The one place where an error kind becomes a gRPC status.
 
 Layers raise the kinds of `inference_server.errors`; a status another node already
-decided (a forwarded call's answer) travels as `RpcError` and is relayed unchanged.
+decided (a forwarded call's answer) travels as `PeerStatus` and is relayed unchanged.
 """
 
 from __future__ import annotations
@@ -30,15 +30,6 @@ _STATUS: dict[type[E.OrpheusError], grpc.StatusCode] = {
 }
 
 
-class RpcError(Exception):
-    """A status already decided (by a peer node): ends the call with `code` and `details`."""
-
-    def __init__(self, code: grpc.StatusCode, details: str) -> None:
-        super().__init__(details)
-        self.code = code
-        self.details = details
-
-
 @dataclass(frozen=True, slots=True)
 class Status:
     code: grpc.StatusCode
@@ -48,8 +39,8 @@ class Status:
 def to_status(exc: BaseException) -> Status:
     """The status the client sees for `exc`. Anything outside the taxonomy is our bug: the
     client gets INTERNAL with a reference, the node log gets the exception."""
-    if isinstance(exc, RpcError):
-        return Status(exc.code, exc.details)
+    if isinstance(exc, E.PeerStatus):
+        return Status(_peer_code(exc.code), exc.details)
     for kind in type(exc).__mro__:
         code = _STATUS.get(kind)  # type: ignore[arg-type]
         if code is not None:
@@ -57,3 +48,11 @@ def to_status(exc: BaseException) -> Status:
     ref = uuid.uuid4().hex[:12]
     log.error("internal error ref=%s", ref, exc_info=exc)
     return Status(grpc.StatusCode.INTERNAL, f"internal error (ref {ref} in the node log)")
+
+
+def _peer_code(name: str) -> grpc.StatusCode:
+    """A peer's status code by name; a name this gRPC does not know is the peer's fault."""
+    try:
+        return grpc.StatusCode[name]
+    except KeyError:
+        return grpc.StatusCode.UNKNOWN

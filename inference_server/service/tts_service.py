@@ -6,15 +6,17 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import grpc
 
 from .. import errors as E
 from ..config import DEFAULT_STARVING_MS
+from ..fleet.dispatch import FleetDispatch
 from ..log_context import bind_session
 from ..metrics import NodeMetrics
+from ..node_state import NodeState
 from ..proto import tts_pb2 as pb
 from ..proto import tts_pb2_grpc as pb_grpc
 from ..session.events import SegmentOut, SessionEvent
@@ -29,7 +31,6 @@ from .messages import (
     check_session_id,
     sampling_from_proto,
 )
-from .routing import FleetRouting
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,8 @@ class TTSService(pb_grpc.TTSServicer):
         identity: NodeIdentity,
         metrics: NodeMetrics | None = None,
         *,
-        routing: FleetRouting | None = None,
+        dispatch: FleetDispatch | None = None,
+        state: NodeState | None = None,
         first_text_timeout: float = 0.0,
     ) -> None:
         """`sessions` is None on a `--role router` node (it forwards every session).
@@ -62,15 +64,12 @@ class TTSService(pb_grpc.TTSServicer):
         start is ended, so idle calls cannot hold the node's capacity (0 = no limit)."""
         self._sessions = sessions
         self._first_text_timeout = first_text_timeout or None
-        self.routing = routing
+        self.dispatch = dispatch
         self._identity = identity
         self._admission = AdmissionPolicy(identity.capacity, identity.starving_ms)
         self._metrics = metrics or NodeMetrics()
-        self.live: dict[str, SynthesisSession] = {}
-        self.idle = asyncio.Event()  # set while no session is live (drain waits on it)
-        self.idle.set()
-        self.draining = False
-        self.load_listeners: list[Callable[[int], None]] = []  # called with the live count
+        self.state = state or NodeState()  # draining, live sessions: shared with the fleet
+        self.state.add_load_listener(self._metrics.live_sessions.set)
 
     async def Synthesize(
         self,
@@ -79,19 +78,26 @@ class TTSService(pb_grpc.TTSServicer):
     ) -> AsyncIterator[pb.SynthesizeResponse]:
         requests = aiter(request_iterator)
         try:
-            start = await self._read_start(requests)
+            start = _with_session_id(await self._read_start(requests))
             bind_session(start.session_id, start.voice or DEFAULT_VOICE)
         except Exception as exc:
             err = to_status(exc)
             self._metrics.sessions.labels(err.code.name).inc()
             await context.abort(err.code, err.details)
-        if self.routing is None:
+        if self.dispatch is None:
             responses = self._serve(start, requests, context)
         else:  # a fleet: serve here or forward to the session's owner
-            responses = self.routing.dispatch(start, requests, context, self._serve)
-        async with contextlib.aclosing(responses):
-            async for response in responses:
-                yield response
+            responses = self.dispatch.dispatch(start, requests, context, self._serve)
+        try:
+            async with contextlib.aclosing(responses):
+                async for response in responses:
+                    yield response
+        except grpc.aio.AbortError:
+            raise
+        except Exception as exc:  # the fleet's refusals and relayed peer statuses
+            err = to_status(exc)
+            log.info("session %s: %s %s", start.session_id, err.code.name, err.details)
+            await context.abort(err.code, err.details)
 
     async def _serve(
         self,
@@ -108,8 +114,7 @@ class TTSService(pb_grpc.TTSServicer):
             self._metrics.sessions.labels(err.code.name).inc()
             await context.abort(err.code, err.details)
         bind_session(session.session_id, session.voice.name)
-        self.live[session.session_id] = session
-        self._live_changed()
+        self.state.session_opened(session.session_id, session)
         code = grpc.StatusCode.CANCELLED
         log.info("session %s started voice=%s", session.session_id, session.voice.name)
         try:
@@ -135,19 +140,9 @@ class TTSService(pb_grpc.TTSServicer):
             log.info("session %s ended: %s %s", session.session_id, err.code.name, err.details)
             await context.abort(err.code, err.details)
         finally:
-            self.live.pop(session.session_id, None)
-            self._live_changed()
+            self.state.session_closed(session.session_id)
             self._metrics.sessions.labels(code.name).inc()
             log.info("session %s closed: %s", session.session_id, code.name)
-
-    def _live_changed(self) -> None:
-        if self.live:
-            self.idle.clear()
-        else:
-            self.idle.set()
-        self._metrics.live_sessions.set(len(self.live))
-        for listener in self.load_listeners:
-            listener(len(self.live))
 
     def _observe(self, event: SessionEvent) -> None:
         if isinstance(event, SegmentOut):
@@ -161,8 +156,8 @@ class TTSService(pb_grpc.TTSServicer):
     async def ListVoices(
         self, request: pb.ListVoicesRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListVoicesResponse:
-        if self._sessions is None and self.routing is not None:
-            return await self.routing.list_voices(request)
+        if self._sessions is None and self.dispatch is not None:
+            return await self.dispatch.list_voices(request)
         model = self._identity.model_name
         if request.model and request.model != model:
             return pb.ListVoicesResponse()
@@ -189,9 +184,9 @@ class TTSService(pb_grpc.TTSServicer):
         return first.start
 
     def _open(self, start: pb.SessionStart) -> SynthesisSession:
-        if self.draining:
+        if self.state.draining:
             raise E.Unavailable("node is draining; retry on another node")
-        self._admission.check([session.playback for session in self.live.values()])
+        self._admission.check([session.playback for session in self.state.live.values()])
         if start.model and start.model != self._identity.model_name:
             raise E.NotFound(
                 f"model {start.model!r} is not served here; this node serves "
@@ -199,7 +194,7 @@ class TTSService(pb_grpc.TTSServicer):
             )
         session_id = start.session_id or uuid.uuid4().hex
         check_session_id(session_id)
-        if session_id in self.live:
+        if session_id in self.state.live:
             raise E.AlreadyExists(f"session {session_id!r} is live")
         check_audio_format(start.audio_format)
         sampling = sampling_from_proto(start.sampling, self._sessions.default_sampling)
@@ -214,6 +209,17 @@ class TTSService(pb_grpc.TTSServicer):
         if start.HasField("resume") and start.resume.segment_id:
             session.resume(start.resume.segment_id, start.resume.chars_done)
         return session
+
+
+def _with_session_id(start: pb.SessionStart) -> pb.SessionStart:
+    """The session id is the fleet's routing key: checked, or assigned if the client sent none."""
+    if start.session_id:
+        check_session_id(start.session_id)
+        return start
+    assigned = pb.SessionStart()
+    assigned.CopyFrom(start)
+    assigned.session_id = uuid.uuid4().hex
+    return assigned
 
 
 def _apply(session: SynthesisSession, request: pb.SynthesizeRequest) -> None:
