@@ -54,7 +54,11 @@ class Authenticator:
         self.cluster_secret = cluster_secret
 
     def check(self, metadata: Metadata | None) -> str:
-        """The caller's label ('cluster', 'key-<hash>', 'anonymous'); raises `Unauthenticated`."""
+        """The caller's label ('cluster', 'key-<hash>', 'anonymous'); raises `Unauthenticated`.
+
+        With a cluster secret, a call claiming a hop must prove it with the secret. Without
+        one, a hop header proves nothing: the call is a client's like any other (API key
+        checked) and the fleet routes it as such (fleet.proxy.trusted_hop)."""
         secret = metadata_value(metadata, CLUSTER_SECRET_HEADER)
         hop = metadata_value(metadata, HOP_HEADER)
         if self.cluster_secret and (hop is not None or secret is not None):
