@@ -1,4 +1,4 @@
-"""Per-turn latency timeline, built from the AgentSession's own events and metrics.
+"""Per-turn latency timeline, built from the AgentSession's speeches and their chat messages.
 
 For each agent turn the timeline is, in ms after the anchor (the user's speech end, or
 the reply's creation when no one spoke: greeting, typed input):
@@ -10,6 +10,24 @@ the reply's creation when no one spoke: greeting, typed input):
 `tts_first_audio - tts_text_sent` is the server's time to first audio. Preemptive
 generation can start the LLM before the end-of-turn decision: then `llm_first_token`
 is smaller than `eot_decision`.
+
+Sources, all non-deprecated in livekit-agents 1.8.9 (`AgentSession`'s `metrics_collected` is
+deprecated there and not used):
+
+- the user `ChatMessage.metrics` (`conversation_item_added`): `stopped_speaking_at` and
+  `end_of_turn_delay` give the speech end and the decision;
+- the reply's first assistant `ChatMessage.metrics` (`SpeechHandle.chat_items`):
+  `started_speaking_at` is the first frame played; `llm_node_ttft` (first token) and
+  `llm_node_ttfs` (first text handed to the TTS provider) count from the LLM node's start,
+  `tts_node_ttfb` from that hand-over to the first audio frame;
+- `speech_created.created_at` places the LLM node's start on the wall clock: the framework
+  emits it in the call that creates the reply's task, and that task starts the LLM with no
+  I/O in between (one or two event-loop passes, not measured, so the LLM/TTS milestones
+  read early by that much).
+
+A `say` (the greeting) has no LLM node, and 1.8.9 reports only its TTS time to first audio
+(`tts_node_ttfb`), not when synthesis started: its TTS milestones are None. So are the
+LLM/TTS ones of a reply that ran a tool: its spoken message may be a later LLM step's.
 """
 
 from __future__ import annotations
@@ -17,18 +35,11 @@ from __future__ import annotations
 import json
 import logging
 import statistics
-import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from livekit.agents import AgentSession, llm
-from livekit.agents.metrics import EOUMetrics, LLMMetrics, TTSMetrics
-from livekit.agents.voice import (
-    AgentStateChangedEvent,
-    ConversationItemAddedEvent,
-    MetricsCollectedEvent,
-    SpeechCreatedEvent,
-)
+from livekit.agents.voice import ConversationItemAddedEvent, SpeechCreatedEvent
 from livekit.agents.voice.speech_handle import SpeechHandle
 
 logger = logging.getLogger("orpheus-agent.latency")
@@ -97,6 +108,43 @@ def timeline(turn: int, t: TurnTimes, *, trigger: str, budget_s: float) -> TurnL
     )
 
 
+def user_turn_times(t: TurnTimes, user: llm.MetricsReport) -> None:
+    """The user's speech end and the end-of-turn decision, from the user message's metrics."""
+    stopped = user.get("stopped_speaking_at")
+    if stopped is None:  # the framework drops a stale VAD anchor rather than report it
+        return
+    t.user_speech_end = stopped
+    if (delay := user.get("end_of_turn_delay")) is not None:
+        t.eot_decision = stopped + delay
+
+
+def reply_times(t: TurnTimes, reply: llm.MetricsReport, *, llm_started_at: float | None) -> None:
+    """First frame played, and the LLM/TTS milestones placed after the LLM node's start."""
+    t.first_audio = reply.get("started_speaking_at")
+    if llm_started_at is None:
+        return
+    if (ttft := reply.get("llm_node_ttft")) is not None:
+        t.llm_first_token = llm_started_at + ttft
+    if (ttfs := reply.get("llm_node_ttfs")) is not None:
+        t.tts_text_sent = llm_started_at + ttfs
+        if (ttfb := reply.get("tts_node_ttfb")) is not None:
+            t.tts_first_audio = t.tts_text_sent + ttfb
+
+
+def first_reply(handle: SpeechHandle) -> llm.ChatMessage | None:
+    """The speech's first assistant message: the one whose metrics describe its first audio."""
+    return next(
+        (m for m in handle.chat_items if isinstance(m, llm.ChatMessage) and m.role == "assistant"),
+        None,
+    )
+
+
+@dataclass
+class _OpenTurn:
+    times: TurnTimes
+    trigger: str  # "say", "reply", or "user_speech" once paired with its user message
+
+
 class TurnLatencyTracker:
     """Listens to an AgentSession; logs one JSON line per finished agent turn.
 
@@ -112,69 +160,49 @@ class TurnLatencyTracker:
     ) -> None:
         self._budget_s = budget_s
         self._log = log
-        self._session: AgentSession | None = None
-        self._open: dict[str, TurnTimes] = {}
-        self._awaiting_user_message: TurnTimes | None = None
-        self._triggers: dict[str, str] = {}
+        self._open: dict[str, _OpenTurn] = {}
         self.turns: list[TurnLatency] = []
 
     def attach(self, session: AgentSession) -> None:
-        self._session = session
         session.on("speech_created", self._on_speech_created)
-        session.on("metrics_collected", self._on_metrics)
-        session.on("agent_state_changed", self._on_agent_state)
         session.on("conversation_item_added", self._on_item_added)
         session.on("close", lambda _: self.log_summary())
 
     def _on_speech_created(self, ev: SpeechCreatedEvent) -> None:
         handle = ev.speech_handle
-        self._open[handle.id] = TurnTimes(speech_id=handle.id, created_at=ev.created_at)
-        # an EOU metric for this speech upgrades "reply" to "user_speech"
-        self._triggers[handle.id] = "say" if ev.source == "say" else "reply"
+        trigger = "say" if ev.source == "say" else "reply"
+        self._open[handle.id] = _OpenTurn(TurnTimes(handle.id, ev.created_at), trigger)
         handle.add_done_callback(self._on_speech_done)
 
     def _on_item_added(self, ev: ConversationItemAddedEvent) -> None:
-        # the user message (with the exact speech end) is added just after its EOU metrics
-        item, t = ev.item, self._awaiting_user_message
-        if not (isinstance(item, llm.ChatMessage) and item.role == "user") or t is None:
+        item = ev.item
+        # only a detected user turn ran on_user_turn_completed: typed input and skipped turns
+        # carry no such delay and answer nothing here
+        if not (
+            isinstance(item, llm.ChatMessage)
+            and item.role == "user"
+            and "on_user_turn_completed_delay" in item.metrics
+        ):
             return
-        self._awaiting_user_message = None
-        stopped = (item.metrics or {}).get("stopped_speaking_at")
-        if stopped is not None and t.eot_decision is not None and t.user_speech_end is not None:
-            t.eot_decision = stopped + (t.eot_decision - t.user_speech_end)
-            t.user_speech_end = stopped
-
-    def _on_metrics(self, ev: MetricsCollectedEvent) -> None:
-        m = ev.metrics
-        t = self._open.get(getattr(m, "speech_id", None) or "")
-        if t is None:
-            return
-        if isinstance(m, EOUMetrics):
-            # emitted after on_user_turn_completed ran, which followed the decision
-            t.eot_decision = m.timestamp - m.on_user_turn_completed_delay
-            t.user_speech_end = t.eot_decision - m.end_of_utterance_delay
-            self._awaiting_user_message = t
-            self._triggers[t.speech_id] = "user_speech"
-        elif isinstance(m, LLMMetrics) and m.ttft >= 0 and t.llm_first_token is None:
-            t.llm_first_token = m.timestamp - m.duration + m.ttft
-        elif isinstance(m, TTSMetrics) and m.ttfb >= 0 and t.tts_text_sent is None:
-            t.tts_text_sent = m.timestamp - m.duration
-            t.tts_first_audio = t.tts_text_sent + m.ttfb
-
-    def _on_agent_state(self, ev: AgentStateChangedEvent) -> None:
-        if ev.new_state != "speaking" or self._session is None:
-            return
-        speech = self._session.current_speech
-        if speech is not None and (t := self._open.get(speech.id)) and t.first_audio is None:
-            t.first_audio = ev.created_at or time.time()
+        # the framework adds the user message from the task of the reply answering it, as soon
+        # as that reply is scheduled: the newest reply not yet paired
+        turn = next((o for o in reversed(self._open.values()) if o.trigger == "reply"), None)
+        if turn is not None:
+            turn.trigger = "user_speech"
+            user_turn_times(turn.times, item.metrics)
 
     def _on_speech_done(self, handle: SpeechHandle) -> None:
-        t = self._open.pop(handle.id, None)
-        if t is None:
+        turn = self._open.pop(handle.id, None)
+        if turn is None:
             return
+        t = turn.times
         t.interrupted = handle.interrupted
-        trigger = self._triggers.pop(handle.id, "reply")
-        record = timeline(len(self.turns) + 1, t, trigger=trigger, budget_s=self._budget_s)
+        if (reply := first_reply(handle)) is not None:
+            # after a tool call the spoken message may be a later LLM step's, which started
+            # when the tool returned, not when the speech was created
+            llm_started_at = t.created_at if handle.num_steps == 1 else None
+            reply_times(t, reply.metrics, llm_started_at=llm_started_at)
+        record = timeline(len(self.turns) + 1, t, trigger=turn.trigger, budget_s=self._budget_s)
         self.turns.append(record)
         self._log.info(record.to_json(), extra={"turn_latency": asdict(record)})
 
