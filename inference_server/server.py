@@ -24,6 +24,7 @@ from .fleet.membership import Membership
 from .metrics import NodeMetrics
 from .node_state import NodeState
 from .orpheus.tokens import FRAME_TOKENS
+from .probes import Probes, ProbeServer
 from .proto import tts_pb2, tts_pb2_grpc
 from .security.node_guard import NodeGuard
 from .service.reflection import enable_reflection
@@ -152,6 +153,8 @@ class InferenceNode:
         self.state = NodeState()  # draining and load, shared by service, fleet and health
         self.fleet: Fleet | None = None
         self._closers: list = []
+        self.probes = Probes(self.state, config.capacity)  # /healthz, /readyz
+        self.probe_server: ProbeServer | None = None
 
     async def start(self) -> None:
         if self.config.role != "router":
@@ -159,6 +162,11 @@ class InferenceNode:
 
             self.config = self.config.for_hardware(torch.cuda.is_available())
         cfg = self.config
+        self.probes.capacity = cfg.capacity
+        if cfg.metrics_port:  # open while loading: alive, not ready
+            self.probe_server = ProbeServer(
+                self.metrics.registry, self.probes, cfg.metrics_port, cfg.host
+            )
         factory = await self._build_sessions() if cfg.role != "router" else None
         identity = NodeIdentity(
             cfg.node_id or cfg.address,
@@ -183,8 +191,7 @@ class InferenceNode:
             await self.fleet.start()
         await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
         await self.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
-        if cfg.metrics_port:
-            self.metrics.serve(cfg.metrics_port, host=cfg.host)
+        self.probes.loading = False
         log.info(
             "node %s (%s) serving %s on %s",
             identity.node_id,
@@ -267,6 +274,8 @@ class InferenceNode:
             await self.fleet.close()
         for close in self._closers:
             await close()
+        if self.probe_server is not None:
+            self.probe_server.close()
 
 
 def _warn_random_weights(cfg: ServerConfig) -> None:
