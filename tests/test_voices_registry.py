@@ -14,6 +14,7 @@ from safetensors.torch import save_file
 
 from inference_server.orpheus.tokens import BASE_VOICES
 from inference_server.voices import (
+    BrokenAdapterError,
     InvalidVoiceNameError,
     UnknownVoiceError,
     VoiceRegistry,
@@ -138,8 +139,8 @@ def test_broken_adapters_are_reported_and_skipped(
         "stray is not a directory",
     ):
         assert reason in log, reason
-    with pytest.raises(UnknownVoiceError):
-        registry.resolve("corrupt")
+    with pytest.raises(BrokenAdapterError, match="voice 'corrupt' cannot be used: .*unreadable"):
+        registry.resolve("corrupt")  # not listed, but a session asking for it is told why
 
     # Reported once, not on every poll; a fixed adapter comes back.
     caplog.clear()

@@ -5,6 +5,10 @@ happens in the step thread (`resolve`), between forward passes, so the model is 
 mutated while a forward pass runs and a new voice costs other streams at most the
 attach time of one step. Once the first adapter is attached the base model is wrapped
 in a `PeftModel`; forward passes must then go through `model` with `forward_kwargs`.
+
+An adapter that does not fit the model (rank, layer sizes, target modules: see
+`adapter_fit`) is refused when read, before it can join a batch; a failed attach is
+rolled back, leaving the model as it was.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from peft import LoraConfig, PeftModel
 from peft.utils import set_peft_model_state_dict
 from safetensors.torch import load_file
 
+from .adapter_fit import AdapterFit, adapter_problem
 from .base import AdapterLoadError
 
 log = logging.getLogger(__name__)
@@ -45,8 +50,9 @@ class StagedAdapter:
     state: dict[str, torch.Tensor]
 
 
-def read_adapter(name: str, path: Path) -> StagedAdapter:
-    """Read a PEFT LoRA adapter directory (config + safetensors) into memory."""
+def read_adapter(name: str, path: Path, fit: AdapterFit | None = None) -> StagedAdapter:
+    """Read a PEFT LoRA adapter directory (config + safetensors) into memory; with `fit`,
+    refuse one that does not fit the model."""
     config_file, weights_file = path / ADAPTER_CONFIG, path / ADAPTER_WEIGHTS
     if not (config_file.is_file() and weights_file.is_file()):
         raise AdapterLoadError(
@@ -62,6 +68,11 @@ def read_adapter(name: str, path: Path) -> StagedAdapter:
             f"voice {name!r}: adapter uses modules_to_save={config.modules_to_save}; "
             "voice LoRAs must be trained without it"
         )
+    problem = adapter_problem(
+        config.to_dict(), {key: list(t.shape) for key, t in state.items()}, fit
+    )
+    if problem:
+        raise AdapterLoadError(f"voice {name!r} cannot be used: {problem}")
     config.inference_mode = True
     return StagedAdapter(name, config, state)
 
@@ -70,10 +81,18 @@ class LoraAdapterCache:
     """Keeps at most `max_loaded` adapters attached; never evicts one the current batch needs."""
 
     def __init__(
-        self, model: torch.nn.Module, max_loaded: int, locate: AdapterLocator | None = None
+        self,
+        model: torch.nn.Module,
+        max_loaded: int,
+        locate: AdapterLocator | None = None,
+        *,
+        max_rank: int = 64,
     ) -> None:
+        """`max_rank`: adapters of a higher rank are refused (`--max-lora-rank`)."""
         if max_loaded < 1:
             raise ValueError(f"max_loaded must be >= 1, got {max_loaded}")
+        base = model.get_base_model() if isinstance(model, PeftModel) else model
+        self.fit = AdapterFit.of_model(base, max_rank)
         self._model = model
         self.max_loaded = max_loaded
         self._locate = locate
@@ -129,7 +148,7 @@ class LoraAdapterCache:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._inflight[name] = future
         try:
-            staged = await asyncio.to_thread(read_adapter, name, path or self._path(name))
+            staged = await asyncio.to_thread(read_adapter, name, path or self._path(name), self.fit)
             with self._lock:
                 self._staged[name] = staged
                 self.misses += 1
@@ -156,6 +175,20 @@ class LoraAdapterCache:
                 self._attach(self._take_staged(name))
         self._evict(keep=set(needed))
         return [BASE_ADAPTER if n is None else n for n in names]
+
+    def prepare(self, names: Sequence[str | None]) -> dict[str, AdapterLoadError]:
+        """Attach every adapter `names` need that can be attached; return the others, each
+        with why. A later `resolve` of the rest attaches nothing, so it cannot fail."""
+        needed = list(dict.fromkeys(n for n in names if n is not None))
+        self._drop_stale(keep=set(needed))
+        failed: dict[str, AdapterLoadError] = {}
+        for name in needed:
+            if name not in self._loaded:
+                try:
+                    self._attach(self._take_staged(name))
+                except AdapterLoadError as exc:
+                    failed[name] = exc
+        return failed
 
     def invalidate(self, names: Iterable[str]) -> None:
         """Forget `names` (their files changed or vanished) so their next use reloads them.
@@ -186,11 +219,23 @@ class LoraAdapterCache:
         with self._lock:
             staged = self._staged.pop(name, None)
         if staged is None:
-            staged = read_adapter(name, self._path(name))
+            staged = read_adapter(name, self._path(name), self.fit)
             self.misses += 1
         return staged
 
     def _attach(self, staged: StagedAdapter) -> None:
+        try:
+            self._inject(staged)
+        except Exception as exc:
+            self._roll_back(staged.name)  # else its half-made layers break every later batch
+            if isinstance(exc, AdapterLoadError):
+                raise
+            raise AdapterLoadError(f"voice {staged.name!r} cannot be used: {exc}") from exc
+        self._model.eval()
+        self._loaded[staged.name] = None
+        log.info("attached LoRA voice %r (%d loaded)", staged.name, len(self._loaded))
+
+    def _inject(self, staged: StagedAdapter) -> None:
         if isinstance(self._model, PeftModel):
             self._model.add_adapter(staged.name, staged.config, low_cpu_mem_usage=True)
         else:
@@ -202,14 +247,20 @@ class LoraAdapterCache:
         )
         missing = [k for k in result.missing_keys if "lora_" in k and f".{staged.name}." in k]
         if missing:
-            self._model.delete_adapter(staged.name)
             raise AdapterLoadError(
                 f"voice {staged.name!r}: adapter is missing {len(missing)} weights "
                 f"(e.g. {missing[0]}); was it trained for this model?"
             )
+
+    def _roll_back(self, name: str) -> None:
+        """Remove what a failed attach of `name` left in the model."""
+        model = self._model
+        if isinstance(model, PeftModel) and name in model.peft_config:
+            if self._loaded:
+                model.delete_adapter(name)
+            else:  # it was the first: back to the bare base model
+                self._model = model.unload()
         self._model.eval()
-        self._loaded[staged.name] = None
-        log.info("attached LoRA voice %r (%d loaded)", staged.name, len(self._loaded))
 
     def _evict(self, keep: set[str]) -> None:
         excess = len(self._loaded) - self.max_loaded

@@ -25,6 +25,7 @@ import torch
 from transformers import DynamicCache, PreTrainedModel
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
+from ..errors import OrpheusError
 from ..orpheus import tokens as T
 from .base import AdapterLoadError, Engine, EngineStats, GenerationRequest, check_prompt
 from .kv_batch import PaddedKVBatch
@@ -238,7 +239,7 @@ class TorchEngine(Engine):
         """On the loop: hand each request its new tokens, and its end."""
         for output in outputs:
             if output.error is not None:
-                output.live.out.put_nowait(RuntimeError(f"generation failed: {output.error}"))
+                output.live.out.put_nowait(_request_error(output.error))
                 self._live.pop(output.live.request.request_id, None)
                 continue
             if output.tokens:
@@ -262,7 +263,7 @@ class TorchEngine(Engine):
     def _fail(self, stranded: list[_Live], exc: BaseException) -> None:
         """On the loop: every stranded request ends with the failure."""
         for live in stranded:
-            live.out.put_nowait(RuntimeError(f"generation failed: {exc}"))
+            live.out.put_nowait(_request_error(exc))
             self._live.pop(live.request.request_id, None)
 
     def _step(self) -> list[_StepOutput]:
@@ -295,10 +296,10 @@ class TorchEngine(Engine):
             self._admitting = []
             fresh_ran = bool(self._fresh)
             if fresh_ran:
-                self._decode(self._fresh, emitted)
+                self._decode(self._fresh, emitted, failed)
                 self._graduate()
             if self._steady and (not fresh_ran or self._steady_skipped >= self._max_steady_skips):
-                self._decode(self._steady, emitted)
+                self._decode(self._steady, emitted, failed)
                 self._steady_skipped = 0
             elif self._steady:
                 self._steady_skipped += 1
@@ -315,8 +316,16 @@ class TorchEngine(Engine):
         self._fresh.rows.append(live)
         self._stats.prefills += 1
 
-    def _decode(self, lane: _Lane, emitted: dict[int, tuple[_Live, list[int]]]) -> None:
+    def _decode(
+        self,
+        lane: _Lane,
+        emitted: dict[int, tuple[_Live, list[int]]],
+        failed: list[_StepOutput],
+    ) -> None:
+        self._shed_unloadable(lane, failed)
         rows = lane.rows
+        if not rows:
+            return
         cache, mask, positions = lane.kv.step_inputs()
         ids = torch.tensor([[live.last_token] for live in rows], dtype=torch.long)
         # Finished rows ride along this step (their slot is freed right after).
@@ -382,8 +391,29 @@ class TorchEngine(Engine):
                     live.done = True
             lane.keep([i for i, live in enumerate(lane.rows) if not live.done])
 
+    def _shed_unloadable(self, lane: _Lane, failed: list[_StepOutput]) -> None:
+        """Rows whose voice cannot be attached (its files changed or vanished since they
+        joined, and it was evicted) fail alone; the rest of the lane goes on."""
+        if self._lora is None:
+            return
+        broken = self._lora.prepare([live.request.adapter for live in lane.rows])
+        if not broken:
+            return
+        for live in lane.rows:
+            error = broken.get(live.request.adapter)  # type: ignore[arg-type]
+            if error is not None and not live.done:
+                live.done = True
+                failed.append(_StepOutput(live, [], True, error))
+        lane.keep([i for i, live in enumerate(lane.rows) if live.request.adapter not in broken])
+
     def _adapter_kwargs(self, rows: Sequence[_Live]) -> dict[str, object]:
         """Per-row LoRA selection for a mixed-voice forward pass (attaches missing adapters)."""
         if self._lora is None:
             return {}
         return self._lora.forward_kwargs(self._lora.resolve([r.request.adapter for r in rows]))
+
+
+def _request_error(exc: BaseException) -> BaseException:
+    """What a failed request raises: our own error kinds as they are (an adapter that will
+    not load is the voice's fault, not ours), anything else as a generation failure."""
+    return exc if isinstance(exc, OrpheusError) else RuntimeError(f"generation failed: {exc}")

@@ -1,4 +1,8 @@
-"""Cheap validation of a LoRA voice directory: config, weights header, no path escapes."""
+"""Cheap validation of a LoRA voice directory: config, weights header, no path escapes.
+
+Messages name files relative to the voices directory: a client asking for a broken
+voice is told why, and never learns the node's paths.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ from pathlib import Path
 
 from safetensors import safe_open
 
+from ..engine.adapter_fit import AdapterFit, adapter_problem
 from ..errors import Unusable
 
 ADAPTER_CONFIG = "adapter_config.json"
@@ -17,58 +22,64 @@ class BrokenAdapterError(Unusable):
     """A voice directory that is not a usable LoRA adapter; the message says why."""
 
 
-def check_adapter_dir(path: Path, root: Path) -> Path:
+def check_adapter_dir(path: Path, root: Path, fit: AdapterFit | None = None) -> Path:
     """Validate the adapter directory `path` inside `root`; return its resolved path.
 
-    Reads only the JSON config and the safetensors header, never the weights.
+    Reads only the JSON config and the safetensors header, never the weights. With
+    `fit`, the weight shapes must also fit the model and the rank limit.
     """
     real = path.resolve()
     if not real.is_relative_to(root):
-        raise BrokenAdapterError(f"{path} resolves outside the voices directory ({real})")
+        raise BrokenAdapterError(f"{path.name} resolves outside the voices directory")
     if not real.is_dir():
-        raise BrokenAdapterError(f"{path} is not a directory")
+        raise BrokenAdapterError(f"{path.name} is not a directory")
     config_file, weights_file = (
         _inside(real / ADAPTER_CONFIG, root),
         _inside(real / ADAPTER_WEIGHTS, root),
     )
-    config = _read_config(config_file)
+    config = _read_config(config_file, root)
     if str(config.get("peft_type", "")).upper() != "LORA":
         raise BrokenAdapterError(
-            f"{config_file}: peft_type is {config.get('peft_type')!r}, not LORA"
+            f"{_rel(config_file, root)}: peft_type is {config.get('peft_type')!r}, not LORA"
         )
     if config.get("modules_to_save"):
         raise BrokenAdapterError(
-            f"{config_file}: modules_to_save={config['modules_to_save']} is not servable "
-            "(vLLM cannot load it); retrain without it"
+            f"{_rel(config_file, root)}: modules_to_save={config['modules_to_save']} is not "
+            "servable (vLLM cannot load it); retrain without it"
         )
-    _check_weights(weights_file)
+    problem = adapter_problem(config, _weight_shapes(weights_file, root), fit)
+    if problem:
+        raise BrokenAdapterError(problem)
     return real
+
+
+def _rel(file: Path, root: Path) -> str:
+    return str(file.relative_to(root)) if file.is_relative_to(root) else file.name
 
 
 def _inside(file: Path, root: Path) -> Path:
     if not file.is_file():
-        raise BrokenAdapterError(f"missing {file.name} in {file.parent}")
+        raise BrokenAdapterError(f"missing {file.name} in {_rel(file.parent, root)}")
     real = file.resolve()
     if not real.is_relative_to(root):
-        raise BrokenAdapterError(f"{file} resolves outside the voices directory ({real})")
+        raise BrokenAdapterError(f"{_rel(file, root)} resolves outside the voices directory")
     return real
 
 
-def _read_config(file: Path) -> dict:
+def _read_config(file: Path, root: Path) -> dict:
     try:
         config = json.loads(file.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BrokenAdapterError(f"{file}: unreadable adapter config ({exc})") from exc
+        raise BrokenAdapterError(f"{_rel(file, root)}: unreadable adapter config ({exc})") from exc
     if not isinstance(config, dict):
-        raise BrokenAdapterError(f"{file}: adapter config is not a JSON object")
+        raise BrokenAdapterError(f"{_rel(file, root)}: adapter config is not a JSON object")
     return config
 
 
-def _check_weights(file: Path) -> None:
+def _weight_shapes(file: Path, root: Path) -> dict[str, list[int]]:
     try:
         with safe_open(str(file), framework="pt") as weights:
-            keys = list(weights.keys())
+            keys = weights.keys()
+            return {key: list(weights.get_slice(key).get_shape()) for key in keys}
     except Exception as exc:
-        raise BrokenAdapterError(f"{file}: unreadable safetensors ({exc})") from exc
-    if not any("lora_" in key for key in keys):
-        raise BrokenAdapterError(f"{file}: holds no LoRA weights")
+        raise BrokenAdapterError(f"{_rel(file, root)}: unreadable safetensors ({exc})") from exc

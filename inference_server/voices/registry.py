@@ -2,7 +2,9 @@
 
 The directory holds one PEFT adapter directory per voice. It is polled (a few stats
 per voice per second) so voices dropped in, replaced or removed take effect without
-a restart. Broken adapters are logged once with the reason and skipped.
+a restart. Broken adapters (including ones whose shapes do not fit the model or exceed
+the rank limit) are logged once with the reason and not listed; a session asking for one
+is refused with that reason.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from ..engine.adapter_fit import AdapterFit
 from ..errors import NotFound
 from ..orpheus.tokens import BASE_VOICES
 from .adapters import ADAPTER_CONFIG, ADAPTER_WEIGHTS, BrokenAdapterError, check_adapter_dir
@@ -46,15 +49,23 @@ class VoiceSpec:
 class _Entry:
     signature: _Signature
     spec: VoiceSpec | None  # None: broken (already reported)
+    problem: str = ""  # why it is broken, for a client that asks for it
 
 
 class VoiceRegistry:
     """Base voices + LoRA voices found in `voices_dir`, refreshed by polling."""
 
     def __init__(
-        self, voices_dir: Path | None, model_name: str, *, poll_interval: float = 1.0
+        self,
+        voices_dir: Path | None,
+        model_name: str,
+        *,
+        poll_interval: float = 1.0,
+        fit: AdapterFit | None = None,
     ) -> None:
+        """`fit`: the model's layers and rank limit that adapters must match (None: any)."""
         self.model_name = model_name
+        self._fit = fit
         self.poll_interval = poll_interval
         self._root = voices_dir.resolve() if voices_dir is not None else None
         self._base = {n: VoiceSpec(n, "base", None, model_name) for n in BASE_VOICES}
@@ -77,12 +88,16 @@ class VoiceRegistry:
         return [*self._base.values(), *loras]
 
     def resolve(self, name: str) -> VoiceSpec:
-        """The voice called `name`; raises `InvalidVoiceNameError` or `UnknownVoiceError`."""
+        """The voice called `name`; raises `InvalidVoiceNameError`, `UnknownVoiceError`, or
+        `BrokenAdapterError` for a voice directory that cannot be served."""
         validate_voice_name(name)
         spec = self._lookup(name)
         if spec is None and time.monotonic() - self._last_refresh > 0.2:
             self.refresh()  # a voice dropped in since the last poll is usable at once
             spec = self._lookup(name)
+        entry = self._entries.get(name)
+        if spec is None and entry is not None and entry.problem:
+            raise BrokenAdapterError(f"voice {name!r} cannot be used: {entry.problem}")
         if spec is None:
             valid = ", ".join(v.name for v in self.voices())
             raise UnknownVoiceError(f"unknown voice {name!r}; valid voices: {valid}")
@@ -157,10 +172,13 @@ class VoiceRegistry:
             validate_voice_name(name)
             if name in self._base:
                 raise BrokenAdapterError(f"{name!r} is a base voice name; rename the directory")
-            real = check_adapter_dir(path, self._root)  # type: ignore[arg-type]
-        except (InvalidVoiceNameError, BrokenAdapterError) as exc:
+            real = check_adapter_dir(path, self._root, self._fit)  # type: ignore[arg-type]
+        except InvalidVoiceNameError as exc:
             log.error("skipping voice directory %s: %s", path, exc)
             return _Entry(signature, None)
+        except BrokenAdapterError as exc:
+            log.error("skipping voice directory %s: %s", path, exc)
+            return _Entry(signature, None, str(exc))
         return _Entry(signature, VoiceSpec(name, "lora", real, self.model_name))
 
 

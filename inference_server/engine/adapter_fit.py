@@ -1,0 +1,131 @@
+"""Does a LoRA adapter fit the model? Decided from its config and weight shapes alone.
+
+The safetensors header holds every shape, so this runs before any weight is read: at
+scan time (the voice registry) and again when an engine loads the adapter, so a voice
+that cannot load is refused before it ever joins a batch. The shapes say the rank
+(`lora_A` is r x in, `lora_B` is out x r), the layer sizes the adapter was trained for,
+and which modules it targets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+PEFT_PREFIX = "base_model.model."  # PEFT's key prefix in front of the causal LM's module path
+_LORA_PARTS = (".lora_A.weight", ".lora_B.weight")
+RANK_FLAG = "--max-lora-rank"
+
+
+@dataclass(frozen=True, slots=True)
+class AdapterFit:
+    """What an adapter must match: the model's linear layers and the node's rank limit."""
+
+    layers: Mapping[str, tuple[int, int]]  # module path -> (in_features, out_features)
+    max_rank: int
+
+    @classmethod
+    def of_model(cls, model: torch.nn.Module, max_rank: int) -> AdapterFit:
+        """The fit for `model` (real weights or a meta-device skeleton)."""
+        layers = {  # a PeftModel's wrapped layers keep theirs in `base_layer`
+            name.removesuffix(".base_layer"): (module.in_features, module.out_features)
+            for name, module in model.named_modules()
+            if isinstance(module, torch.nn.Linear) and ".lora_" not in name
+        }
+        return cls(layers, max_rank)
+
+
+def adapter_problem(
+    config: Mapping[str, Any], shapes: Mapping[str, Sequence[int]], fit: AdapterFit | None
+) -> str | None:
+    """Why this adapter cannot be served (without paths: clients may read it), or None.
+
+    Without `fit` only the adapter's own consistency is checked (config rank = weights).
+    """
+    modules = _lora_modules(shapes)
+    if not modules:
+        return "its weights hold no LoRA layers"
+    for check in (_rank_problem, _target_problem, _layer_problem):
+        problem = check(config, modules, fit)
+        if problem:
+            return problem
+    return None
+
+
+def _lora_modules(shapes: Mapping[str, Sequence[int]]) -> dict[str, dict[str, Sequence[int]]]:
+    """module path -> {"A": shape, "B": shape}, from PEFT's saved keys."""
+    modules: dict[str, dict[str, Sequence[int]]] = {}
+    for key, shape in shapes.items():
+        for part in _LORA_PARTS:
+            if key.endswith(part):
+                module = key[: -len(part)].removeprefix(PEFT_PREFIX)
+                modules.setdefault(module, {})[part[6]] = shape
+    return modules
+
+
+def _rank_problem(config: Mapping[str, Any], modules: dict, fit: AdapterFit | None) -> str | None:
+    declared = _declared_ranks(config)
+    if declared is None:
+        return f"adapter config has no valid rank (r={config.get('r')!r})"
+    ranks = {_rank(ab) for ab in modules.values()}
+    wrong = sorted(ranks - declared)
+    if wrong:
+        return (
+            f"adapter config says r={config.get('r')} but its weights have rank {wrong[0]} "
+            "(config and weights are from different trainings)"
+        )
+    top = max(ranks | declared)
+    if fit is not None and top > fit.max_rank:
+        return f"LoRA rank {top} is greater than {RANK_FLAG} {fit.max_rank}"
+    return None
+
+
+def _declared_ranks(config: Mapping[str, Any]) -> set[int] | None:
+    r = config.get("r")
+    pattern = config.get("rank_pattern") or {}
+    values = [r, *pattern.values()] if isinstance(pattern, dict) else [r]
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in values):
+        return None
+    return set(values)
+
+
+def _rank(ab: Mapping[str, Sequence[int]]) -> int:
+    a, b = ab.get("A"), ab.get("B")
+    return int(a[0]) if a is not None and len(a) == 2 else int(b[-1]) if b else -1
+
+
+def _target_problem(config: Mapping[str, Any], modules: dict, fit: AdapterFit | None) -> str | None:
+    if fit is None:
+        return None
+    targets = config.get("target_modules")
+    # A regex or "all-linear" names no module: the weights' keys are checked instead.
+    names = targets if isinstance(targets, list | set | tuple) else []
+    suffixes = {path.rsplit(".", 1)[-1] for path in fit.layers}
+    unknown = sorted({str(n) for n in names} - suffixes)
+    absent = sorted(m for m in modules if m not in fit.layers)
+    if unknown or absent:
+        what = unknown or [absent[0]]
+        return (
+            f"it targets {', '.join(what)}, which the model does not have "
+            "(trained for another architecture?)"
+        )
+    return None
+
+
+def _layer_problem(config: Mapping[str, Any], modules: dict, fit: AdapterFit | None) -> str | None:
+    if fit is None:
+        return None
+    for module, ab in sorted(modules.items()):
+        a, b = ab.get("A"), ab.get("B")
+        if a is None or b is None or len(a) != 2 or len(b) != 2 or a[0] != b[1]:
+            return f"{module} needs a lora_A (r x in) and a lora_B (out x r) of the same rank"
+        want, got = fit.layers[module], (int(a[1]), int(b[0]))
+        if want != got:
+            return (
+                f"{module} weights are for a {got[0]}->{got[1]} layer, the model's is "
+                f"{want[0]}->{want[1]} (trained for another model size?)"
+            )
+    return None
