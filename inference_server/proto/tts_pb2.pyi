@@ -40,14 +40,18 @@ class AudioFormat(_message.Message):
     def __init__(self, encoding: _Optional[_Union[AudioEncoding, str]] = ..., sample_rate: _Optional[int] = ..., num_channels: _Optional[int] = ...) -> None: ...
 
 class ResumeFrom(_message.Message):
-    __slots__ = ("segment_id", "chars_done", "next_sequence")
+    __slots__ = ("segment_id", "chars_done", "next_sequence", "chunk_end", "audio_samples_done")
     SEGMENT_ID_FIELD_NUMBER: _ClassVar[int]
     CHARS_DONE_FIELD_NUMBER: _ClassVar[int]
     NEXT_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_END_FIELD_NUMBER: _ClassVar[int]
+    AUDIO_SAMPLES_DONE_FIELD_NUMBER: _ClassVar[int]
     segment_id: str
     chars_done: int
     next_sequence: int
-    def __init__(self, segment_id: _Optional[str] = ..., chars_done: _Optional[int] = ..., next_sequence: _Optional[int] = ...) -> None: ...
+    chunk_end: int
+    audio_samples_done: int
+    def __init__(self, segment_id: _Optional[str] = ..., chars_done: _Optional[int] = ..., next_sequence: _Optional[int] = ..., chunk_end: _Optional[int] = ..., audio_samples_done: _Optional[int] = ...) -> None: ...
 
 class SessionStart(_message.Message):
     __slots__ = ("session_id", "voice", "model", "sampling", "audio_format", "trim_head_silence", "resume")
@@ -98,30 +102,36 @@ class SynthesizeRequest(_message.Message):
     def __init__(self, start: _Optional[_Union[SessionStart, _Mapping]] = ..., text: _Optional[_Union[TextChunk, _Mapping]] = ..., flush: _Optional[_Union[Flush, _Mapping]] = ..., end_input: _Optional[_Union[EndInput, _Mapping]] = ...) -> None: ...
 
 class SessionStarted(_message.Message):
-    __slots__ = ("session_id", "node_id", "voice", "sample_rate", "num_channels")
+    __slots__ = ("session_id", "node_id", "voice", "sample_rate", "num_channels", "seed")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     VOICE_FIELD_NUMBER: _ClassVar[int]
     SAMPLE_RATE_FIELD_NUMBER: _ClassVar[int]
     NUM_CHANNELS_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     node_id: str
     voice: str
     sample_rate: int
     num_channels: int
-    def __init__(self, session_id: _Optional[str] = ..., node_id: _Optional[str] = ..., voice: _Optional[str] = ..., sample_rate: _Optional[int] = ..., num_channels: _Optional[int] = ...) -> None: ...
+    seed: int
+    def __init__(self, session_id: _Optional[str] = ..., node_id: _Optional[str] = ..., voice: _Optional[str] = ..., sample_rate: _Optional[int] = ..., num_channels: _Optional[int] = ..., seed: _Optional[int] = ...) -> None: ...
 
 class AudioChunk(_message.Message):
-    __slots__ = ("pcm", "segment_id", "sequence", "sample_rate")
+    __slots__ = ("pcm", "segment_id", "sequence", "sample_rate", "chunk_start", "chunk_end")
     PCM_FIELD_NUMBER: _ClassVar[int]
     SEGMENT_ID_FIELD_NUMBER: _ClassVar[int]
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     SAMPLE_RATE_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_START_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_END_FIELD_NUMBER: _ClassVar[int]
     pcm: bytes
     segment_id: str
     sequence: int
     sample_rate: int
-    def __init__(self, pcm: _Optional[bytes] = ..., segment_id: _Optional[str] = ..., sequence: _Optional[int] = ..., sample_rate: _Optional[int] = ...) -> None: ...
+    chunk_start: int
+    chunk_end: int
+    def __init__(self, pcm: _Optional[bytes] = ..., segment_id: _Optional[str] = ..., sequence: _Optional[int] = ..., sample_rate: _Optional[int] = ..., chunk_start: _Optional[int] = ..., chunk_end: _Optional[int] = ...) -> None: ...
 
 class TextProgress(_message.Message):
     __slots__ = ("segment_id", "chars_done")

@@ -3,28 +3,61 @@
 from __future__ import annotations
 
 import re
+import secrets
 
 from ..engine.base import SamplingConfig
 from ..errors import ClientError
 from ..orpheus import tokens as T
 from ..proto import tts_pb2 as pb
 from ..session.events import AudioOut, ProgressOut, SegmentOut, SessionEvent
+from ..session.resume import ResumePoint
 
 _SESSION_ID = re.compile(r"[A-Za-z0-9._:@/-]{1,128}")
 
 
 def sampling_from_proto(options: pb.SamplingOptions, defaults: SamplingConfig) -> SamplingConfig:
-    """Zero fields mean "server default"; out-of-range values are INVALID_ARGUMENT."""
+    """Zero fields mean "server default"; out-of-range values are INVALID_ARGUMENT.
+
+    Every session gets a seed (SessionStarted.seed): a node resuming it after a failure
+    regenerates the chunk in flight with it, token for token."""
+    seed = options.seed if options.HasField("seed") else defaults.seed
     try:
         return SamplingConfig(
             temperature=options.temperature or defaults.temperature,
             top_p=options.top_p or defaults.top_p,
             repetition_penalty=options.repetition_penalty or defaults.repetition_penalty,
             max_tokens=min(options.max_tokens or defaults.max_tokens, defaults.max_tokens),
-            seed=options.seed if options.HasField("seed") else defaults.seed,
+            seed=secrets.randbits(63) if seed is None else seed,
         )
     except ValueError as exc:
         raise ClientError(f"sampling: {exc}") from exc
+
+
+def resume_from_proto(resume: pb.ResumeFrom, sampling: SamplingConfig) -> ResumePoint | None:
+    """The segment to pick up (None: nothing was in flight); bad fields are INVALID_ARGUMENT."""
+    if not resume.segment_id:
+        if resume.chars_done or resume.chunk_end or resume.audio_samples_done:
+            raise ClientError(
+                "resume.segment_id is required with resume.chars_done, resume.chunk_end "
+                "or resume.audio_samples_done"
+            )
+        return None
+    if resume.chunk_end and resume.chunk_end <= resume.chars_done:
+        raise ClientError(
+            f"resume.chunk_end={resume.chunk_end} must be past "
+            f"resume.chars_done={resume.chars_done} (or 0: no chunk in flight)"
+        )
+    if resume.audio_samples_done and not resume.chunk_end:
+        raise ClientError("resume.audio_samples_done needs resume.chunk_end (their chunk)")
+    most = sampling.max_tokens // T.FRAME_TOKENS * T.SAMPLES_PER_FRAME
+    if resume.audio_samples_done > most:
+        raise ClientError(
+            f"resume.audio_samples_done={resume.audio_samples_done} is more than one chunk "
+            f"can hold ({most} samples at max_tokens={sampling.max_tokens})"
+        )
+    return ResumePoint(
+        resume.segment_id, resume.chars_done, resume.chunk_end, resume.audio_samples_done
+    )
 
 
 def check_audio_format(fmt: pb.AudioFormat) -> None:
@@ -60,6 +93,8 @@ class ResponseEncoder:
                 segment_id=event.segment_id,
                 sequence=self.sequence,
                 sample_rate=T.SAMPLE_RATE,
+                chunk_start=event.chunk_start,
+                chunk_end=event.chunk_end,
             )
             self.sequence += 1
             return pb.SynthesizeResponse(audio=chunk)

@@ -29,6 +29,7 @@ from .messages import (
     ResponseEncoder,
     check_audio_format,
     check_session_id,
+    resume_from_proto,
     sampling_from_proto,
 )
 
@@ -125,6 +126,7 @@ class TTSService(pb_grpc.TTSServicer):
                     voice=session.voice.name,
                     sample_rate=24000,
                     num_channels=1,
+                    seed=session.seed,
                 )
             )
             encoder = ResponseEncoder(start.resume.next_sequence)
@@ -206,8 +208,8 @@ class TTSService(pb_grpc.TTSServicer):
             if start.HasField("trim_head_silence")
             else True,
         )
-        if start.HasField("resume") and start.resume.segment_id:
-            session.resume(start.resume.segment_id, start.resume.chars_done)
+        if point := resume_from_proto(start.resume, sampling):
+            session.resume(point)
         return session
 
 

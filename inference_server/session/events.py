@@ -24,6 +24,8 @@ class SegmentMetrics:
 class AudioOut:
     segment_id: str
     pcm: bytes  # PCM16LE mono 24 kHz
+    chunk_start: int = 0  # the text chunk it speaks: UTF-8 bytes of the segment
+    chunk_end: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,6 +31,7 @@ from ..orpheus.prompt import ContinuityContext, TextTokenizer, build_prompt
 from .events import AudioOut, ProgressOut, SegmentMetrics, SegmentOut, SessionEvent
 from .options import DEFAULT_SESSION_OPTIONS, SessionOptions
 from .playback import PlaybackClock
+from .resume import AudioSkip, ResumePoint, chunk_sampling
 from .segment_text import SegmentText, TextSpan
 
 POLL_S = 0.05  # release held decode windows this often while the engine is quiet
@@ -82,7 +83,12 @@ class SynthesisSession:
         self._ended = False
         self._chars = 0
         self._changed = asyncio.Event()
+        self._skip = AudioSkip()  # audio of a resumed chunk the listener already has
         self.playback = PlaybackClock()
+
+    @property
+    def seed(self) -> int | None:
+        return self._sampling.seed
 
     # ---- input ----------------------------------------------------------------------
 
@@ -114,14 +120,19 @@ class SynthesisSession:
         self._ended = True
         self._changed.set()
 
-    def resume(self, segment_id: str, chars_done: int) -> None:
-        """Failover: the client resends segment `segment_id` from char `chars_done` on."""
+    def resume(self, point: ResumePoint) -> None:
+        """Failover: the client resends the segment from byte `point.chars_done` on; the chunk
+        in flight is regenerated (same cut, same seed) and its first samples dropped."""
         if self._segments:
             raise SessionInputError("resume must come before any text")
         self._open = SegmentText(
-            segment_id, max_chars=self._options.max_chunk_chars, offset=chars_done
+            point.segment_id,
+            max_chars=self._options.max_chunk_chars,
+            offset=point.chars_done,
+            first_end=point.chunk_end,
         )
         self._segments.append(self._open)
+        self._skip = AudioSkip(point.audio_samples_done)
 
     def _check_open_input(self) -> None:
         if self._ended:
@@ -162,6 +173,8 @@ class SynthesisSession:
     async def _speak_segment(self, segment: SegmentText) -> AsyncIterator[SessionEvent]:
         metrics = SegmentMetrics()
         trimmer = HeadSilenceTrimmer(threshold_dbfs=self._options.silence_threshold_dbfs)
+        # resumed mid-segment: the failed node already trimmed this segment's head
+        trim = self._options.trim_head_silence and not segment.offset
         context: ContinuityContext | None = None
         ready_at: float | None = None
         ahead: tuple[TextSpan, _ChunkRun] | None = None  # next chunk, already generating
@@ -173,7 +186,7 @@ class SynthesisSession:
                     await self._wait_for_input()
                     continue
                 else:
-                    chunk = self._start_chunk(span.text, context)
+                    chunk = self._start_chunk(segment.segment_id, span, context)
                 ready_at = ready_at or time.perf_counter()
                 metrics.text_chunks += 1
 
@@ -181,13 +194,14 @@ class SynthesisSession:
                     nonlocal ahead
                     if (following := segment.next_chunk()) is not None:
                         context = self._context(span.text, chunk)
-                        ahead = following, self._start_chunk(following.text, context)
+                        ahead = following, self._start_chunk(segment.segment_id, following, context)
 
                 async for samples in self._speak_chunk(chunk, look_ahead):
-                    if self._options.trim_head_silence:
+                    if trim:
                         samples = trimmer.push(samples)
-                    if len(samples):
-                        yield self._audio(segment.segment_id, samples, metrics, ready_at)
+                    if len(samples := self._skip.take(samples)):
+                        yield self._audio(segment.segment_id, samples, metrics, ready_at, span)
+                self._skip.left = 0  # only the resumed chunk is the listener's already
                 metrics.tokens_generated += chunk.tokens
                 metrics.invalid_tokens_dropped += chunk.assembler.tokens_dropped
                 metrics.generation_s += chunk.generation_s
@@ -201,7 +215,12 @@ class SynthesisSession:
             yield SegmentOut(segment.segment_id, metrics)
 
     def _audio(
-        self, segment_id: str, samples: np.ndarray, metrics: SegmentMetrics, ready_at: float
+        self,
+        segment_id: str,
+        samples: np.ndarray,
+        metrics: SegmentMetrics,
+        ready_at: float,
+        span: TextSpan,
     ) -> AudioOut:
         """Account for audio about to go out: segment metrics and the playback clock."""
         if not metrics.audio_ms:
@@ -209,14 +228,17 @@ class SynthesisSession:
         audio_ms = 1000.0 * len(samples) / T.SAMPLE_RATE
         metrics.audio_ms += audio_ms
         self.playback.sent(audio_ms)
-        return AudioOut(segment_id, float_to_pcm16(samples))
+        return AudioOut(segment_id, float_to_pcm16(samples), span.start, span.end)
 
-    def _start_chunk(self, text: str, context: ContinuityContext | None) -> _ChunkRun:
+    def _start_chunk(
+        self, segment_id: str, span: TextSpan, context: ContinuityContext | None
+    ) -> _ChunkRun:
         """Send the chunk's engine request now; its tokens are read when its turn comes."""
+        text = span.text
         request = GenerationRequest(
             request_id=f"{self.session_id}/{next(_REQUEST_NUMBERS)}",
             prompt_ids=build_prompt(self._tokenizer, self.voice.name, text, context),
-            sampling=self._sampling,
+            sampling=chunk_sampling(self._sampling, segment_id, span.start),
             max_new_tokens=token_budget(text, self._sampling, self._options.tokens_per_char),
             adapter=self.voice.adapter,
             session_id=self.session_id,

@@ -14,6 +14,10 @@ def flush(segment_id: str) -> pb.SynthesizeRequest:
     return pb.SynthesizeRequest(flush=pb.Flush(segment_id=segment_id))
 
 
+def audio(sequence: int, pcm: bytes = b"", chunk_end: int = 0) -> pb.AudioChunk:
+    return pb.AudioChunk(sequence=sequence, pcm=pcm, chunk_end=chunk_end)
+
+
 def kinds(requests: list[pb.SynthesizeRequest]) -> list[tuple[str, str]]:
     out = []
     for r in requests:
@@ -29,7 +33,7 @@ def test_replays_unspoken_tail_and_later_segments() -> None:
     ledger.record(flush("a"), "a")
     ledger.record(text("Five six."), "b")
     for seq in range(3):
-        assert ledger.accept_audio(seq)
+        assert ledger.accept_audio(audio(seq))
     ledger.on_progress(9)  # "One two. " fully spoken
     resume = ledger.resume_from()
     assert (resume.segment_id, resume.chars_done, resume.next_sequence) == ("a", 9, 3)
@@ -44,7 +48,7 @@ def test_done_segments_are_not_replayed_and_end_input_is() -> None:
     ledger.record(text("Pending."), "b")
     ledger.record(flush("b"), "b")
     ledger.record(pb.SynthesizeRequest(end_input=pb.EndInput()), "")
-    ledger.accept_audio(0)
+    ledger.accept_audio(audio(0))
     ledger.on_segment_done()
     assert ledger.resume_from().segment_id == "b"
     assert kinds(ledger.replay()) == [("text", "Pending."), ("flush", "b"), ("end_input", "")]
@@ -52,10 +56,10 @@ def test_done_segments_are_not_replayed_and_end_input_is() -> None:
 
 def test_duplicate_audio_is_dropped() -> None:
     ledger = ResumeLedger()
-    assert ledger.accept_audio(0) and ledger.accept_audio(1)
-    assert not ledger.accept_audio(1)
-    assert not ledger.accept_audio(0)
-    assert ledger.accept_audio(2)
+    assert ledger.accept_audio(audio(0)) and ledger.accept_audio(audio(1))
+    assert not ledger.accept_audio(audio(1))
+    assert not ledger.accept_audio(audio(0))
+    assert ledger.accept_audio(audio(2))
 
 
 def test_progress_never_goes_backwards_or_past_the_text() -> None:
@@ -66,3 +70,31 @@ def test_progress_never_goes_backwards_or_past_the_text() -> None:
     assert ledger.resume_from().chars_done == 4
     ledger.on_progress(99)
     assert ledger.resume_from().chars_done == len("Short.")
+
+
+def test_audio_of_the_chunk_in_flight_is_counted_until_its_progress_mark() -> None:
+    ledger = ResumeLedger()
+    ledger.record(text("One two. Three four. Five."), "a")
+    ledger.accept_audio(audio(0, b"\0" * 200, chunk_end=9))
+    ledger.accept_audio(audio(1, b"\0" * 100, chunk_end=9))
+    resume = ledger.resume_from()
+    assert (resume.chars_done, resume.chunk_end, resume.audio_samples_done) == (0, 9, 150)
+    ledger.on_progress(9)  # that chunk is all out: the next one starts from nothing
+    resume = ledger.resume_from()
+    assert (resume.chars_done, resume.chunk_end, resume.audio_samples_done) == (9, 0, 0)
+    ledger.accept_audio(audio(2, b"\0" * 64, chunk_end=20))
+    assert ledger.accept_audio(audio(2, b"\0" * 64, chunk_end=20)) is False  # a repeat
+    resume = ledger.resume_from()
+    assert (resume.chars_done, resume.chunk_end, resume.audio_samples_done) == (9, 20, 32)
+
+
+def test_positions_are_utf8_bytes_of_the_text_sent() -> None:
+    sent = "Ça va? 🙂 東京へ行く. Noe\u0308l!"
+    ledger = ResumeLedger()
+    ledger.record(text(sent), "a")
+    mark = len("Ça va? 🙂 ".encode())  # 13 bytes, 9 code points, 10 UTF-16 units
+    ledger.on_progress(mark)
+    assert ledger.resume_from().chars_done == mark
+    assert kinds(ledger.replay()) == [("text", "東京へ行く. Noe\u0308l!")]
+    ledger.on_progress(10**6)  # never past the text
+    assert ledger.resume_from().chars_done == len(sent.encode())

@@ -1,4 +1,7 @@
-"""What one utterance sent and what the server confirmed, so it can resume on another node."""
+"""What one utterance sent and what the server confirmed, so it can resume on another node.
+
+Text positions are UTF-8 bytes of a segment's text, the wire unit (see tts.proto).
+"""
 
 from __future__ import annotations
 
@@ -10,9 +13,11 @@ from .proto import tts_pb2 as pb
 @dataclass
 class _SentSegment:
     segment_id: str
-    text: str = ""
+    text: bytes = b""  # UTF-8
     flushed: bool = False
-    chars_done: int = 0
+    chars_done: int = 0  # bytes spoken: the last TextProgress
+    chunk_end: int = 0  # the chunk whose audio came since then (AudioChunk.chunk_end)
+    audio_samples: int = 0  # samples of that chunk received
     done: bool = False
 
 
@@ -44,20 +49,27 @@ class ResumeLedger:
             self._segments.append(_SentSegment(segment_id))
         segment = self._segments[-1]
         if kind == "text":
-            segment.text += request.text.text
+            segment.text += request.text.text.encode()
         else:
             segment.flushed = True
 
-    def accept_audio(self, sequence: int) -> bool:
+    def accept_audio(self, audio: pb.AudioChunk) -> bool:
         """False for audio already delivered (a resumed node repeating a chunk)."""
-        if sequence < self.next_sequence:
+        if audio.sequence < self.next_sequence:
             return False
-        self.next_sequence = sequence + 1
+        self.next_sequence = audio.sequence + 1
+        segment = self._in_flight()
+        if segment and audio.chunk_end > segment.chars_done:
+            if audio.chunk_end != segment.chunk_end:
+                segment.chunk_end, segment.audio_samples = audio.chunk_end, 0
+            segment.audio_samples += len(audio.pcm) // 2
         return True
 
     def on_progress(self, chars_done: int) -> None:
-        if segment := self._in_flight():
-            segment.chars_done = max(segment.chars_done, min(chars_done, len(segment.text)))
+        segment = self._in_flight()
+        if segment and min(chars_done, len(segment.text)) > segment.chars_done:
+            segment.chars_done = min(chars_done, len(segment.text))
+            segment.chunk_end = segment.audio_samples = 0
 
     def on_segment_done(self) -> None:
         if segment := self._in_flight():
@@ -65,11 +77,15 @@ class ResumeLedger:
             segment.chars_done = len(segment.text)
 
     def resume_from(self) -> pb.ResumeFrom:
-        segment = self._in_flight()
+        """The new node regenerates the chunk in flight and drops the samples we have of it."""
+        if (segment := self._in_flight()) is None:
+            return pb.ResumeFrom(next_sequence=self.next_sequence)
         return pb.ResumeFrom(
-            segment_id=segment.segment_id if segment else "",
-            chars_done=segment.chars_done if segment else 0,
+            segment_id=segment.segment_id,
+            chars_done=segment.chars_done,
             next_sequence=self.next_sequence,
+            chunk_end=segment.chunk_end,
+            audio_samples_done=segment.audio_samples,
         )
 
     def replay(self) -> list[pb.SynthesizeRequest]:
@@ -82,7 +98,7 @@ class ResumeLedger:
             text = segment.text[segment.chars_done :] if first else segment.text
             first = False
             if text:
-                chunk = pb.TextChunk(text=text, segment_id=segment.segment_id)
+                chunk = pb.TextChunk(text=text.decode(), segment_id=segment.segment_id)
                 requests.append(pb.SynthesizeRequest(text=chunk))
             if segment.flushed:
                 requests.append(pb.SynthesizeRequest(flush=pb.Flush(segment_id=segment.segment_id)))

@@ -104,7 +104,7 @@ class SynthesisSession:
     def _accept(self, response: pb.SynthesizeResponse) -> bool:
         kind = response.WhichOneof("kind")
         if kind == "audio":
-            return self._ledger.accept_audio(response.audio.sequence)
+            return self._ledger.accept_audio(response.audio)
         if kind == "progress":
             self._ledger.on_progress(response.progress.chars_done)
         elif kind == "segment_done":
@@ -119,7 +119,7 @@ class SynthesisSession:
         call = self._endpoints.stub(index).Synthesize(metadata=self._endpoints.metadata)
         try:
             async with asyncio.timeout(self._connect_timeout):  # connect, write and answer
-                await call.write(self._start_request(resume))
+                await call.write(self._start_message(resume))
                 first = await call.read()
         except TimeoutError:
             call.cancel()
@@ -141,6 +141,13 @@ class SynthesisSession:
                 f"with {first!r} instead of SessionStarted"
             )
         return call, first.started
+
+    def _start_message(self, resume: pb.ResumeFrom | None) -> pb.SynthesizeRequest:
+        request = self._start_request(resume)
+        if resume is not None and self.started is not None and self.started.HasField("seed"):
+            # the session's seed: the new node regenerates the chunk in flight identically
+            request.start.sampling.seed = self.started.seed
+        return request
 
     async def _resume(self) -> None:
         async with self._write_lock:

@@ -1,0 +1,306 @@
+"""Failover seam: SIGKILL the node speaking an utterance mid-chunk; what does the listener hear?
+
+Three real tiny-random nodes. Each run speaks TEXT through the plugin's own
+`SynthesisSession` (primary + backup addresses, no seed: the node draws one) and SIGKILLs
+the primary after the Nth audio chunk reached the client, N spread over the utterance.
+The plugin resumes on the backup. Then the same session is spoken start to end on a
+healthy node with the seed the first node reported, and `bench.seam` locates the audio
+after the seam in that uninterrupted run: overlap (heard twice), missing audio, and
+whether every TextProgress mark came, once. Scenarios:
+- resume: the protocol as shipped (chunk in flight regenerated, delivered samples dropped);
+- busy_backup: the same while the backup also speaks another session (batch of 2 there);
+- legacy_resume: a client that sends no chunk_end / audio_samples_done (the old protocol).
+Writes bench/results/failover.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from livekit.plugins.orpheus.endpoints import ServerEndpoints
+from livekit.plugins.orpheus.proto import tts_pb2 as pb
+from livekit.plugins.orpheus.session import SynthesisSession
+
+from bench.results_io import write_json
+from bench.seam import FRAME_SAMPLES, Seam, find_seam
+from inference_server.local_server import ServerProcess
+
+# Non-ASCII on purpose: every text position on the wire is a UTF-8 byte offset.
+TEXT = (
+    "The first sentence starts the story here. Über den Fluß fährt ein Boot. "
+    "Then a third sentence keeps it going for a while. 東京の空は青いです。 "
+    "A fifth sentence brings the tale close to its end. And the last one closes it now."
+)
+NODE_ARGS = ("--max-chunk-chars", "60")  # several generation chunks: kills land mid-chunk
+SAMPLING = pb.SamplingOptions(max_tokens=140)  # production sampling; 20 frames per chunk
+
+
+KillWhen = Callable[["Heard", str], bool]  # after each response (its kind), kill now?
+
+
+def after_audio_chunks(n: int) -> KillWhen:
+    return lambda heard, kind: kind == "audio" and heard.audio_chunks == n
+
+
+def at_text_chunk(k: int, audio_chunk: int = 1) -> KillWhen:
+    """Once the `audio_chunk`-th audio chunk of text chunk `k` (from 0) has been heard."""
+    return lambda heard, kind: (
+        kind == "audio" and len(heard.chunk_starts) == k + 1 and heard.audio_of_chunk == audio_chunk
+    )
+
+
+def after_marks(n: int) -> KillWhen:
+    """Right after the `n`-th TextProgress: no audio of the next chunk heard yet."""
+    return lambda heard, kind: kind == "progress" and len(heard.marks) == n
+
+
+@dataclass
+class Heard:
+    """What the listener got from one session, and when the serving node changed."""
+
+    seed: int = 0
+    pcm: bytearray = field(default_factory=bytearray)
+    victim_bytes: int = 0  # PCM bytes received from the first node
+    gap_ms: float = 0.0  # wall time from its last audio to the new node's first
+    audio_chunks: int = 0
+    chunk_starts: list[int] = field(default_factory=list)  # text chunks heard, in order
+    audio_of_chunk: int = 0  # audio chunks heard of the last of them
+    marks: list[int] = field(default_factory=list)
+    resume: dict[str, int] = field(default_factory=dict)
+    nodes: list[str] = field(default_factory=list)
+
+
+async def speak(
+    addresses: Sequence[str],
+    session_id: str,
+    *,
+    text: str = TEXT,
+    max_tokens: int = SAMPLING.max_tokens,
+    seed: int | None = None,
+    kill_when: KillWhen | None = None,
+    victim: ServerProcess | None = None,
+    legacy: bool = False,
+) -> Heard:
+    """One utterance; SIGKILL `victim` (once) as soon as `kill_when` says so."""
+    heard = Heard()
+
+    def start(resume: pb.ResumeFrom | None) -> pb.SynthesizeRequest:
+        sampling = pb.SamplingOptions(max_tokens=max_tokens, seed=seed)
+        request = pb.SynthesizeRequest(
+            start=pb.SessionStart(session_id=session_id, voice="tara", sampling=sampling)
+        )
+        if resume is not None:
+            request.start.resume.CopyFrom(resume)
+            if legacy:  # what a client of the old protocol sent
+                request.start.resume.ClearField("chunk_end")
+                request.start.resume.ClearField("audio_samples_done")
+            heard.resume = {f.name: v for f, v in request.start.resume.ListFields()}
+        return request
+
+    endpoints = ServerEndpoints(
+        ",".join(addresses), api_key=None, use_tls=False, root_certificates=None, channel_options=()
+    )
+    session = SynthesisSession(
+        endpoints=endpoints, session_id=session_id, start_request=start, connect_timeout=30
+    )
+    last_audio = 0.0
+    try:
+        heard.seed = (await session.open()).seed
+        session.send_text(text, "utt")
+        session.send_flush("utt")
+        session.send_end_input()
+        async for response in session.responses():
+            node = session.started.node_id if session.started else ""
+            if not heard.nodes or heard.nodes[-1] != node:
+                heard.nodes.append(node)
+            kind = response.WhichOneof("kind")
+            if kind == "progress":
+                heard.marks.append(response.progress.chars_done)
+            elif kind == "audio":
+                now = time.perf_counter()
+                if len(heard.nodes) == 2 and not heard.gap_ms:
+                    heard.gap_ms = 1000.0 * (now - last_audio)
+                last_audio = now
+                if not heard.chunk_starts or heard.chunk_starts[-1] != response.audio.chunk_start:
+                    heard.chunk_starts.append(response.audio.chunk_start)
+                    heard.audio_of_chunk = 0
+                heard.audio_of_chunk += 1
+                heard.pcm += response.audio.pcm
+                heard.audio_chunks += 1
+                if len(heard.nodes) == 1:
+                    heard.victim_bytes = len(heard.pcm)
+            if victim is not None and victim.alive() and kill_when and kill_when(heard, kind):
+                victim.kill()  # SIGKILL, with whatever audio of the chunk in flight delivered
+    finally:
+        await session.aclose()
+        await endpoints.aclose()
+    return heard
+
+
+@dataclass
+class KillResult:
+    kill: str  # when the node was killed
+    heard: Heard
+    reference: Heard
+    seam: Seam
+
+    @property
+    def text_lost(self) -> bool:
+        return self.heard.marks != self.reference.marks
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "kill": self.kill,
+            "resume": self.heard.resume,
+            "nodes": self.heard.nodes,
+            "gap_ms": round(self.heard.gap_ms, 1),
+            "text_lost": self.text_lost,
+            **{k: round(v, 6) for k, v in self.seam.as_dict().items()},
+        }
+
+
+class Fleet:
+    """Three nodes; a killed one restarts in the background and serves again later."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.nodes = [ServerProcess(workdir / f"n{i}.log", NODE_ARGS) for i in range(3)]
+
+    def start(self) -> Fleet:
+        for node in self.nodes:
+            node.start(wait=False)
+        for node in self.nodes:
+            node.wait_ready()
+        return self
+
+    def ready(self, node: ServerProcess) -> ServerProcess:
+        if not node.alive():
+            node.start(wait=False)
+        node.wait_ready()
+        return node
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+
+async def kill_once(
+    fleet: Fleet,
+    run: int,
+    kill_when: KillWhen,
+    label: str,
+    *,
+    legacy: bool = False,
+    busy: bool = False,
+) -> KillResult:
+    """Run `run`: primary and backup rotate over the fleet; the reference runs on the third."""
+    primary, backup, spare = (fleet.nodes[(run + i) % 3] for i in range(3))
+    for node in (primary, backup, spare):
+        fleet.ready(node)
+    background = None
+    if busy:  # the backup batches the resumed chunk with another session's rows
+        background = asyncio.create_task(speak([backup.address], f"bg-{run}", seed=run))
+    heard = await speak(
+        [primary.address, backup.address],
+        f"kill-{run}",
+        kill_when=kill_when,
+        victim=primary,
+        legacy=legacy,
+    )
+    primary.start(wait=False)  # back for a later run, while the reference speaks
+    if background is not None:
+        await background
+    reference = await speak([spare.address], f"ref-{run}", seed=heard.seed)
+    seam = find_seam(bytes(heard.pcm), bytes(reference.pcm), heard.victim_bytes)
+    return KillResult(label, heard, reference, seam)
+
+
+def kill_points(audio_chunks: int, kills: int) -> list[int]:
+    """`kills` values of N spread over an utterance of `audio_chunks` audio messages."""
+    last = max(audio_chunks - 2, 1)
+    return [1 + round(i * (last - 1) / max(kills - 1, 1)) for i in range(kills)]
+
+
+def summary(results: Sequence[KillResult]) -> dict[str, Any]:
+    def spread(values: list[float]) -> dict[str, float]:
+        return {
+            "min": round(min(values), 1),
+            "median": round(statistics.median(values), 1),
+            "max": round(max(values), 1),
+        }
+
+    return {
+        "kills": len(results),
+        "overlap_ms": spread([r.seam.overlap_ms for r in results]),
+        "missing_ms": spread([r.seam.missing_ms for r in results]),
+        "gap_ms": spread([r.heard.gap_ms for r in results]),
+        "text_lost": sum(r.text_lost for r in results),
+        "within_one_frame": sum(abs(r.seam.offset_samples) <= FRAME_SAMPLES for r in results),
+        "max_rel_err_after_seam": max(r.seam.after_rel_err for r in results),
+        "kills_mid_chunk": sum(bool(r.heard.resume.get("audio_samples_done")) for r in results),
+        "runs": [r.as_dict() for r in results],
+    }
+
+
+async def scenario(
+    fleet: Fleet, first_run: int, points: Sequence[int], **kw: bool
+) -> list[KillResult]:
+    results = []
+    for i, n in enumerate(points):
+        result = await kill_once(fleet, first_run + i, after_audio_chunks(n), f"audio {n}", **kw)
+        print(f"  {result.as_dict()}", flush=True)
+        results.append(result)
+    return results
+
+
+async def bench(kills: int, side_kills: int, workdir: Path) -> dict[str, Any]:
+    fleet = Fleet(workdir).start()
+    try:
+        whole = await speak([fleet.nodes[0].address], "count")
+        points = kill_points(whole.audio_chunks, kills)
+        side = kill_points(whole.audio_chunks, side_kills)
+        out: dict[str, Any] = {"audio_chunks_per_utterance": whole.audio_chunks}
+        out["audio_s_per_utterance"] = round(len(whole.pcm) / 2 / 24000, 2)
+        for name, first, pts, kw in (
+            ("resume", 0, points, {}),
+            ("busy_backup", 100, side, {"busy": True}),
+            ("legacy_resume", 200, side, {"legacy": True}),
+        ):
+            print(f"== {name}", flush=True)
+            out[name] = summary(await scenario(fleet, first, pts, **kw))
+        return out
+    finally:
+        fleet.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--kills", type=int, default=12)
+    parser.add_argument("--side-kills", type=int, default=4, help="busy_backup, legacy_resume")
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args(argv)
+    kills, side = (10, 3) if args.quick else (args.kills, args.side_kills)
+    with tempfile.TemporaryDirectory() as tmp:
+        result = asyncio.run(bench(kills, side, Path(tmp)))
+    result["config"] = {"text_bytes": len(TEXT.encode()), "node_args": list(NODE_ARGS)}
+    path = write_json("failover", result, args.out)
+    for name in ("resume", "busy_backup", "legacy_resume"):
+        s = result[name]
+        print(
+            f"{name}: {s['kills']} kills, overlap ms {s['overlap_ms']}, "
+            f"missing ms {s['missing_ms']}, gap ms {s['gap_ms']}, text lost {s['text_lost']}"
+        )
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
