@@ -9,15 +9,20 @@ and which modules it targets.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
 
 PEFT_PREFIX = "base_model.model."  # PEFT's key prefix in front of the causal LM's module path
 _LORA_PARTS = (".lora_A.weight", ".lora_B.weight")
 RANK_FLAG = "--max-lora-rank"
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +41,40 @@ class AdapterFit:
             if isinstance(module, torch.nn.Linear) and ".lora_" not in name
         }
         return cls(layers, max_rank)
+
+    @classmethod
+    def of_checkpoint(cls, spec: str, max_rank: int, *, head_dim: int | None = None) -> AdapterFit:
+        """The fit for `--model spec` without loading its weights (a meta-device skeleton)."""
+        from .model_loading import model_skeleton
+
+        return cls.of_model(model_skeleton(spec, head_dim), max_rank)
+
+
+def node_fit(model: str, engine: str, max_rank: int) -> AdapterFit:
+    """What `orpheus-server --model model --engine engine` accepts of a LoRA voice."""
+    from .model_loading import VLLM_TINY_HEAD_DIM
+
+    head_dim = VLLM_TINY_HEAD_DIM if engine == "vllm" else None  # vLLM's tiny-random variant
+    return AdapterFit.of_checkpoint(model, max_rank, head_dim=head_dim)
+
+
+def weight_shapes(file: Path) -> dict[str, list[int]]:
+    """Every tensor's shape, from the safetensors header alone (no weight is read)."""
+    with safe_open(str(file), framework="pt") as weights:
+        keys = weights.keys()
+        return {key: list(weights.get_slice(key).get_shape()) for key in keys}
+
+
+def adapter_dir_problem(directory: Path, fit: AdapterFit | None) -> str | None:
+    """`adapter_problem` for a PEFT adapter directory, reading only its config and header."""
+    try:
+        config = json.loads((directory / ADAPTER_CONFIG).read_text(encoding="utf-8"))
+        shapes = weight_shapes(directory / ADAPTER_WEIGHTS)
+    except Exception as exc:  # missing, half-written, not JSON, not safetensors
+        return f"its adapter files are unreadable ({type(exc).__name__})"
+    if not isinstance(config, dict):
+        return "its adapter config is not a JSON object"
+    return adapter_problem(config, shapes, fit)
 
 
 def adapter_problem(

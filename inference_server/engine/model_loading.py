@@ -26,7 +26,10 @@ NOISE_WARNING = (
 )
 
 
-def tiny_random_config(head_dim: int = 16) -> LlamaConfig:
+TORCH_TINY_HEAD_DIM = 16
+
+
+def tiny_random_config(head_dim: int = TORCH_TINY_HEAD_DIM) -> LlamaConfig:
     """A small Llama with the real Orpheus vocab and special ids, fast on CPU.
 
     The torch engine's `tiny-random` has head_dim 16; vLLM's CPU attention needs >= 32
@@ -107,6 +110,17 @@ def load_causal_lm(
             )
         model = LlamaForCausalLM.from_pretrained(path, dtype=dtype, local_files_only=True)
     return model.to(device=device, dtype=dtype).eval()
+
+
+def model_skeleton(spec: str, head_dim: int | None = None) -> LlamaForCausalLM:
+    """`spec`'s layers without weights (meta device, no memory): their shapes are what a
+    LoRA voice must fit. `head_dim` picks the `tiny-random` variant (the engine's)."""
+    if spec == TINY_RANDOM:
+        config = tiny_random_config(head_dim or TORCH_TINY_HEAD_DIM)
+    else:
+        config = LlamaConfig.from_pretrained(spec, local_files_only=True)
+    with torch.device("meta"):
+        return LlamaForCausalLM(config)
 
 
 def bundled_tokenizer_file() -> Path:

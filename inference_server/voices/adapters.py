@@ -9,13 +9,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from safetensors import safe_open
-
-from ..engine.adapter_fit import AdapterFit, adapter_problem
+from ..engine.adapter_fit import (
+    ADAPTER_CONFIG,
+    ADAPTER_WEIGHTS,
+    AdapterFit,
+    adapter_problem,
+    weight_shapes,
+)
 from ..errors import Unusable
 
-ADAPTER_CONFIG = "adapter_config.json"
-ADAPTER_WEIGHTS = "adapter_model.safetensors"
+__all__ = ["ADAPTER_CONFIG", "ADAPTER_WEIGHTS", "BrokenAdapterError", "check_adapter_dir"]
 
 
 class BrokenAdapterError(Unusable):
@@ -78,8 +81,6 @@ def _read_config(file: Path, root: Path) -> dict:
 
 def _weight_shapes(file: Path, root: Path) -> dict[str, list[int]]:
     try:
-        with safe_open(str(file), framework="pt") as weights:
-            keys = weights.keys()
-            return {key: list(weights.get_slice(key).get_shape()) for key in keys}
+        return weight_shapes(file)
     except Exception as exc:
         raise BrokenAdapterError(f"{_rel(file, root)}: unreadable safetensors ({exc})") from exc
