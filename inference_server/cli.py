@@ -135,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("kv-cache-dtype", d.kv_cache_dtype, "vllm: KV cache dtype (auto, fp8)")
     add("max-model-len", d.max_model_len, "vllm: max tokens per sequence", type=int)
     add("gpu-memory-utilization", d.gpu_memory_utilization, "vllm: GPU memory share", type=float)
-    add("max-lora-rank", d.max_lora_rank, "vllm: max LoRA rank", type=int)
+    add("max-lora-rank", d.max_lora_rank, "max LoRA rank of a voice (both engines)", type=int)
     add("max-cpu-loras", d.max_cpu_loras, "vllm: LoRA adapters cached in CPU memory", type=int)
     p.add_argument("--log-level", default=_env("log-level", "INFO"))
     return p

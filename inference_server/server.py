@@ -16,6 +16,7 @@ from .codec.snac_decoder import SnacDecoder
 from .codec.snac_model import load_snac
 from .codec.stream_decoder import DEFAULT_RIGHT_CONTEXT
 from .config import ServerConfig
+from .engine.adapter_fit import node_fit
 from .engine.base import Engine, SamplingConfig
 from .engine.model_loading import NOISE_WARNING, TINY_RANDOM, load_causal_lm, load_tokenizer
 from .fleet import NodeInfo, RedisMembership, SessionRouter, StaticMembership, StreamProxy
@@ -49,7 +50,10 @@ def build_engine(config: ServerConfig, registry: VoiceRegistry) -> tuple[Engine,
 
     model = load_causal_lm(config.model, device=config.device)
     lora = LoraAdapterCache(
-        model, config.max_loras, locate=lambda name: registry.resolve(name).adapter_path
+        model,
+        config.max_loras,
+        locate=lambda name: registry.resolve(name).adapter_path,
+        max_rank=config.max_lora_rank,
     )
     registry.add_listener(lora.invalidate)  # a retrained voice is reloaded on next use
     # A fresh request races ahead until the decoder's first window (frames + lookahead).
@@ -213,7 +217,8 @@ class InferenceNode:
     async def _build_sessions(self) -> SessionFactory:
         cfg = self.config
         _warn_random_weights(cfg)
-        registry = VoiceRegistry(cfg.voices_dir, cfg.served_model_name)
+        fit = node_fit(cfg.model, cfg.engine, cfg.max_lora_rank)  # broken voices go unlisted
+        registry = VoiceRegistry(cfg.voices_dir, cfg.served_model_name, fit=fit)
         engine, tokenizer = build_engine(cfg, registry)
         decoder = SnacDecodeBatcher(SnacDecoder(load_snac(cfg.snac, device=cfg.device)))
         await engine.start()
