@@ -15,6 +15,7 @@ import numpy as np
 
 SAMPLE_RATE = 24000
 FRAME_SAMPLES = 2048  # one SNAC frame, 85.3 ms
+WINDOW_FRAMES = 4  # audio after the seam matched at once: long enough to be unambiguous
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +44,7 @@ def pcm16(data: bytes) -> np.ndarray:
 def find_seam(heard: bytes, reference: bytes, at_bytes: int, search_s: float = 4.0) -> Seam:
     """`heard` switched nodes after `at_bytes` bytes of PCM16; locate the rest in `reference`."""
     x, ref, at = pcm16(heard), pcm16(reference), at_bytes // 2
-    window = x[at : at + FRAME_SAMPLES]
+    window = x[at : at + WINDOW_FRAMES * FRAME_SAMPLES]
     search = int(search_s * SAMPLE_RATE)
     lo = max(0, at - search)
     region = ref[lo : at + search + len(window)]

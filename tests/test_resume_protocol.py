@@ -1,0 +1,127 @@
+"""SessionStart.resume on one real node: UTF-8 byte offsets, and bad fields refused by name.
+
+The resuming client here counts like a Go, Rust or JS client would: on the UTF-8 bytes
+of the text it sent (emoji, CJK, combining marks), never on Python characters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+from support_fleet import collect
+from support_server import ServerProcess
+
+from inference_server.proto import tts_pb2 as pb
+
+# Several chunks at --max-chunk-chars 20: a 4-byte emoji, 3-byte CJK, a ZWJ family (7
+# code points, 25 bytes) and a combining diaeresis (1 character on screen, 2 code points).
+TEXT = "Ça va? 🙂 Très bien. 東京へ行く。 Noe\u0308l arrive, 👩\u200d👩\u200d👧 aussi! Fin."
+SAMPLING = pb.SamplingOptions(seed=11, max_tokens=28)
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    log = Path(tmp_path_factory.mktemp("resume")) / "node.log"
+    server = ServerProcess(log, ("--max-chunk-chars", "20")).start()
+    yield server
+    server.stop()
+
+
+def start(resume: pb.ResumeFrom | None = None) -> pb.SynthesizeRequest:
+    return pb.SynthesizeRequest(
+        start=pb.SessionStart(voice="tara", sampling=SAMPLING, resume=resume)
+    )
+
+
+def text(data: bytes) -> list[pb.SynthesizeRequest]:
+    """The text as raw UTF-8 bytes (what a Go or Rust client slices), then end of input."""
+    return [
+        pb.SynthesizeRequest(text=pb.TextChunk(text=data.decode(), segment_id="s")),
+        pb.SynthesizeRequest(end_input=pb.EndInput()),
+    ]
+
+
+def pcm(responses: list[pb.SynthesizeResponse]) -> np.ndarray:
+    data = b"".join(r.audio.pcm for r in responses if r.WhichOneof("kind") == "audio")
+    return np.frombuffer(data, np.int16).astype(np.float64)
+
+
+def close(a: np.ndarray, b: np.ndarray) -> bool:
+    """Same audio up to SNAC window-edge rounding (same tokens, other decode windows)."""
+    return len(a) == len(b) and np.sqrt(np.mean((a - b) ** 2) / np.mean(b**2)) < 1e-3
+
+
+@pytest.fixture(scope="module")
+def whole(node: ServerProcess) -> list[pb.SynthesizeResponse]:
+    return asyncio.run(collect(node.address, [start(), *text(TEXT.encode())]))
+
+
+def test_marks_and_chunks_are_utf8_byte_offsets(whole: list[pb.SynthesizeResponse]) -> None:
+    data = TEXT.encode()
+    marks = [r.progress.chars_done for r in whole if r.WhichOneof("kind") == "progress"]
+    assert len(marks) >= 4 and marks[-1] == len(data) != len(TEXT)
+    for mark in marks:
+        data[:mark].decode()  # every mark falls on a character boundary
+    spans = {(r.audio.chunk_start, r.audio.chunk_end) for r in whole if r.HasField("audio")}
+    assert sorted(spans) == list(zip([0, *marks[:-1]], marks, strict=True))
+
+
+@pytest.mark.parametrize("mark_index", [1, 2])
+async def test_resume_at_a_byte_offset_loses_and_repeats_nothing(
+    node: ServerProcess, whole: list[pb.SynthesizeResponse], mark_index: int
+) -> None:
+    data = TEXT.encode()
+    marks = [r.progress.chars_done for r in whole if r.WhichOneof("kind") == "progress"]
+    mark = marks[mark_index]
+    assert mark != len(data[:mark].decode())  # bytes and Python characters disagree here
+    before = whole[: next(i for i, r in enumerate(whole) if r.progress.chars_done == mark)]
+    sent = sum(r.WhichOneof("kind") == "audio" for r in before)
+    resume = pb.ResumeFrom(segment_id="s", chars_done=mark, next_sequence=sent)
+    again = await collect(node.address, [start(resume), *text(data[mark:])])
+    resumed_marks = [r.progress.chars_done for r in again if r.WhichOneof("kind") == "progress"]
+    assert resumed_marks == marks[mark_index + 1 :]
+    assert next(r.audio.sequence for r in again if r.HasField("audio")) == sent
+    assert close(pcm(again), pcm(whole)[len(pcm(before)) :])
+
+
+async def test_resume_mid_chunk_drops_the_samples_already_heard(
+    node: ServerProcess, whole: list[pb.SynthesizeResponse]
+) -> None:
+    data = TEXT.encode()
+    marks = [r.progress.chars_done for r in whole if r.WhichOneof("kind") == "progress"]
+    mark, chunk_end, heard = marks[1], marks[2], 1000  # 1000 samples of chunk 3 were heard
+    before = pcm(whole[: next(i for i, r in enumerate(whole) if r.progress.chars_done == mark)])
+    resume = pb.ResumeFrom(
+        segment_id="s", chars_done=mark, chunk_end=chunk_end, audio_samples_done=heard
+    )
+    again = await collect(node.address, [start(resume), *text(data[mark:])])
+    assert close(pcm(again), pcm(whole)[len(before) + heard :])
+
+
+R = pb.ResumeFrom
+END = len(TEXT.encode())
+SAMPLES = "resume.audio_samples_done"
+BAD = [
+    ("no-segment", R(chars_done=3), "resume.segment_id"),
+    ("end-before-done", R(segment_id="s", chars_done=9, chunk_end=9), "resume.chunk_end"),
+    ("samples-no-chunk", R(segment_id="s", audio_samples_done=5), SAMPLES),
+    ("samples-too-many", R(segment_id="s", chunk_end=8, audio_samples_done=10**9), SAMPLES),
+    ("mid-character", R(segment_id="s", chunk_end=len("Ça va? ".encode()) + 1), "resume.chunk_end"),
+    ("past-the-text", R(segment_id="s", chunk_end=END + 1), "resume.chunk_end"),
+    ("longer-than-a-chunk", R(segment_id="s", chunk_end=END), "resume.chunk_end"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("resume", "field"), [b[1:] for b in BAD], ids=[b[0] for b in BAD])
+async def test_bad_resume_fields_are_invalid_argument_naming_the_field(
+    node: ServerProcess, resume: pb.ResumeFrom, field: str
+) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await collect(node.address, [start(resume), *text(TEXT.encode())])
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert field in err.value.details()
