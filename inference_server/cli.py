@@ -105,6 +105,21 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
     )
     add(
+        "max-audio-ahead",
+        d.max_audio_ahead,
+        "seconds of audio a session may have ready ahead of its listener's real-time "
+        "playback; generation waits beyond that (a segment's first audio never waits; "
+        "0 = generate as fast as possible)",
+        type=float,
+    )
+    add(
+        "max-stalled-read",
+        d.max_stalled_read,
+        "seconds a response write may stay pending (the client stopped reading) before "
+        "the session is ended with DEADLINE_EXCEEDED and its generation aborted (0 = never)",
+        type=float,
+    )
+    add(
         "max-sessions-per-key",
         d.max_sessions_per_key,
         "max concurrent sessions per API key on this node (0 = unlimited)",
@@ -174,6 +189,8 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         max_segment_chars=int(args.max_segment_chars),
         max_session_seconds=float(args.max_session_seconds),
         first_text_timeout=float(args.first_text_timeout),
+        max_audio_ahead=float(args.max_audio_ahead),
+        max_stalled_read=float(args.max_stalled_read),
         max_sessions_per_key=int(args.max_sessions_per_key),
         silence_threshold_db=float(args.silence_threshold_db),
         continuity_frames=int(args.continuity_frames),

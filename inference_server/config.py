@@ -43,6 +43,8 @@ class ServerConfig:
     max_segment_chars: int = 20_000
     max_session_seconds: float = 900.0  # 0 = unlimited
     first_text_timeout: float = 10.0  # a session with no text this long after its start ends
+    max_audio_ahead: float = _SESSION.max_audio_ahead_s  # generation paces the listener; 0 = off
+    max_stalled_read: float = 30.0  # a response write pending this long ends the call; 0 = never
     max_sessions_per_key: int = 0  # concurrent, per node; 0 = unlimited
     silence_threshold_db: float = _SESSION.silence_threshold_dbfs
     continuity_frames: int = _SESSION.continuity_frames

@@ -183,6 +183,7 @@ class InferenceNode:
             factory,
             identity,
             first_text_timeout=cfg.first_text_timeout,
+            max_stalled_read=cfg.max_stalled_read,
             metrics=self.metrics,
             dispatch=self.fleet.dispatch if self.fleet else None,
             state=self.state,
@@ -238,6 +239,7 @@ class InferenceNode:
                 continuity_frames=cfg.continuity_frames,
                 first_chunk_frames=cfg.first_chunk_frames,
                 max_session_chars=cfg.max_session_chars,
+                max_audio_ahead_s=cfg.max_audio_ahead,
             ),
         )
 

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from support_redis import RedisServer
 from support_server import ServerProcess, free_port
+
+# tiny-random never says stop, so a test's few words run their whole token budget: often
+# tens of seconds of audio, which a node paced at real time (its default) would take as
+# long to send. Test nodes generate flat out unless a test passes --max-audio-ahead.
+os.environ.setdefault("ORPHEUS_MAX_AUDIO_AHEAD", "0")
 
 
 @pytest.fixture

@@ -32,6 +32,7 @@ from .messages import (
     resume_from_proto,
     sampling_from_proto,
 )
+from .read_stall import ReadStall, end_stalled_call
 
 log = logging.getLogger(__name__)
 
@@ -58,13 +59,17 @@ class TTSService(pb_grpc.TTSServicer):
         dispatch: FleetDispatch | None = None,
         state: NodeState | None = None,
         first_text_timeout: float = 0.0,
+        max_stalled_read: float = 0.0,
     ) -> None:
         """`sessions` is None on a `--role router` node (it forwards every session).
 
         `first_text_timeout`: a session that has had no text this many seconds after its
-        start is ended, so idle calls cannot hold the node's capacity (0 = no limit)."""
+        start is ended, so idle calls cannot hold the node's capacity (0 = no limit).
+        `max_stalled_read`: a response write pending this long (the client stopped
+        reading) ends the session (0 = no limit; service/read_stall.py)."""
         self._sessions = sessions
         self._first_text_timeout = first_text_timeout or None
+        self._max_stalled_read = max_stalled_read
         self.dispatch = dispatch
         self._identity = identity
         self._admission = AdmissionPolicy(identity.capacity, identity.starving_ms)
@@ -117,6 +122,7 @@ class TTSService(pb_grpc.TTSServicer):
         bind_session(session.session_id, session.voice.name)
         self.state.session_opened(session.session_id, session)
         code = grpc.StatusCode.CANCELLED
+        stall = ReadStall(self._max_stalled_read) if self._max_stalled_read else None
         log.info("session %s started voice=%s", session.session_id, session.voice.name)
         try:
             yield pb.SynthesizeResponse(
@@ -130,10 +136,16 @@ class TTSService(pb_grpc.TTSServicer):
                 )
             )
             encoder = ResponseEncoder(start.resume.next_sequence)
-            async for event in _run_session(session, requests, self._first_text_timeout):
-                self._observe(event)
-                yield encoder.encode(event)
+            events = _run_session(session, requests, self._first_text_timeout, stall, context)
+            async with contextlib.aclosing(events):
+                async for event in events:
+                    self._observe(event)
+                    yield encoder.encode(event)
             code = grpc.StatusCode.OK
+        except GeneratorExit:
+            if stall is not None and stall.error is not None:  # ended by end_stalled_call
+                code = to_status(stall.error).code
+            raise
         except Exception as exc:
             if isinstance(exc, grpc.aio.AbortError):
                 raise
@@ -242,8 +254,14 @@ async def _run_session(
     session: SynthesisSession,
     requests: AsyncIterator[pb.SynthesizeRequest],
     first_text_timeout: float | None = None,
+    stall: ReadStall | None = None,
+    context: grpc.aio.ServicerContext | None = None,
 ) -> AsyncIterator[object]:
-    """Feed client messages into the session while yielding its events, in one merge."""
+    """Feed client messages into the session while yielding its events, in one merge.
+
+    With `stall` (and the call's `context`), a client that stops reading for
+    `stall.limit_s` has its call ended and its session closed (service/read_stall.py)."""
+    handler = asyncio.current_task()  # the call's: cancelled to end a stalled call
     queue: asyncio.Queue[object] = asyncio.Queue(maxsize=_OUTPUT_QUEUE)
 
     async def read() -> None:
@@ -268,21 +286,31 @@ async def _run_session(
 
     async def pump() -> None:
         try:
-            async for event in session.events():
-                await queue.put(event)
+            async with contextlib.aclosing(session.events()) as events:  # abort on cancel
+                async for event in events:
+                    await queue.put(event)
             await queue.put(_DONE)
         except Exception as exc:
             await queue.put(exc)
 
+    async def watch_reads() -> None:
+        error = await stall.watch()
+        log.info("session %s: %s", session.session_id, error)
+        await end_stalled_call(context, error, handler)
+
     failing = asyncio.Event()  # set: the call ends with an error; the reader only drops
     tasks = [asyncio.create_task(read()), asyncio.create_task(pump())]
+    if stall is not None:
+        tasks.append(asyncio.create_task(watch_reads()))
+    writing = stall.writing if stall is not None else contextlib.nullcontext
     try:
         while (item := await queue.get()) is not _DONE:
             if isinstance(item, BaseException):
                 failing.set()  # let writes in flight land first (see client_writes)
                 await asyncio.wait(tasks[:1], timeout=IDLE_S)
                 raise item
-            yield item
+            with writing():
+                yield item
     finally:
         for task in tasks:
             task.cancel()

@@ -14,6 +14,8 @@ class SessionOptions:
     first_chunk_frames: int = 3  # audio frames in a chunk's first window (85 ms each)
     tokens_per_char: float = 9.0
     max_session_chars: int = 200_000
+    # generation waits while the listener has more than this buffered (0 = no pacing)
+    max_audio_ahead_s: float = 5.0
 
 
 DEFAULT_SESSION_OPTIONS = SessionOptions()

@@ -1,8 +1,22 @@
-"""The listener's side of a stream, as the server can know it."""
+"""The listener's side of a stream, as the server can know it, and the pacing it implies."""
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Clock:
+    """Where sessions read time and wait; tests pass one they move by hand."""
+
+    now: Callable[[], float] = time.perf_counter
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+
+
+REAL_CLOCK = Clock()
 
 
 class PlaybackClock:
@@ -13,7 +27,8 @@ class PlaybackClock:
     stream carries forever (the same model the benchmarks use to count underruns).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Clock = REAL_CLOCK) -> None:
+        self.clock = clock
         self._origin: float | None = None  # when playback would have started, gaps removed
         self._sent_ms = 0.0
 
@@ -27,7 +42,7 @@ class PlaybackClock:
         return self._sent_ms
 
     def sent(self, audio_ms: float) -> None:
-        now = time.perf_counter()
+        now = self.clock.now()
         if self._origin is None:
             self._origin = now
         else:
@@ -38,7 +53,7 @@ class PlaybackClock:
         """Buffered audio at the listener; -inf before the first audio (TTFA is urgent)."""
         if self._origin is None:
             return float("-inf")
-        now = time.perf_counter() if now is None else now
+        now = self.clock.now() if now is None else now
         return self._sent_ms - 1000.0 * (now - self._origin)
 
     def starving_ms(self, now: float | None = None) -> float:
@@ -46,3 +61,33 @@ class PlaybackClock:
         if self._origin is None:
             return 0.0
         return max(0.0, -self.slack_ms(now))
+
+
+_MIN_WAIT_MS = 1.0  # a shorter excess is rounding, not a reason to wait
+
+
+class Pacer:
+    """The pacing rule: a stream's generation waits while its listener has more than
+    `max_ahead_s` of audio buffered (0 = never waits).
+
+    A listener plays in real time, so audio made further ahead buys nothing: it only holds
+    CPU and memory now (all of it for a client that stopped reading) and is thrown away
+    when the listener interrupts. Before the first audio the slack is -inf: never a wait.
+    """
+
+    def __init__(self, playback: PlaybackClock, max_ahead_s: float) -> None:
+        self._playback = playback
+        self._max_ahead_ms = 1000.0 * max_ahead_s
+        self.waited_s = 0.0  # total time this stream was held back
+
+    def wait_s(self) -> float:
+        """How long generation must wait now for the listener to come within the limit."""
+        if self._max_ahead_ms <= 0:
+            return 0.0
+        excess_ms = self._playback.slack_ms() - self._max_ahead_ms
+        return excess_ms / 1000.0 if excess_ms >= _MIN_WAIT_MS else 0.0
+
+    async def pace(self) -> None:
+        while (wait := self.wait_s()) > 0:
+            self.waited_s += wait
+            await self._playback.clock.sleep(wait)

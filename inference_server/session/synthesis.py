@@ -4,6 +4,8 @@ Input arrives through `add_text` / `flush` / `end_input` while `events()` speaks
 each segment's ready sentence groups are generated one after the other on the
 engine (the next one is sent as soon as the previous one's tokens are in), decoded
 while they generate, head silence trimmed, and emitted as audio.
+Once a segment's first audio is out, its generation keeps at most `max_audio_ahead_s`
+ahead of the listener (playback.Pacer): a client that stops reading costs no more.
 Closing `events()` (client cancel or disconnect) aborts the live engine request.
 """
 
@@ -30,7 +32,7 @@ from ..orpheus.codes import FrameAssembler, frames_to_token_ids
 from ..orpheus.prompt import ContinuityContext, TextTokenizer, build_prompt
 from .events import AudioOut, ProgressOut, SegmentMetrics, SegmentOut, SessionEvent
 from .options import DEFAULT_SESSION_OPTIONS, SessionOptions
-from .playback import PlaybackClock
+from .playback import REAL_CLOCK, Clock, Pacer, PlaybackClock
 from .resume import AudioSkip, ResumePoint, chunk_sampling
 from .segment_text import SegmentText, TextSpan
 
@@ -68,6 +70,7 @@ class SynthesisSession:
         decoder: SnacDecodeBatcher,
         sampling: SamplingConfig,
         options: SessionOptions = DEFAULT_SESSION_OPTIONS,
+        clock: Clock = REAL_CLOCK,
     ) -> None:
         self.session_id = session_id
         self.voice = voice
@@ -84,7 +87,8 @@ class SynthesisSession:
         self._chars = 0
         self._changed = asyncio.Event()
         self._skip = AudioSkip()  # audio of a resumed chunk the listener already has
-        self.playback = PlaybackClock()
+        self.playback = PlaybackClock(clock)
+        self.pacer = Pacer(self.playback, options.max_audio_ahead_s)
 
     @property
     def seed(self) -> int | None:
@@ -200,6 +204,8 @@ class SynthesisSession:
                     if trim:
                         samples = trimmer.push(samples)
                     if len(samples := self._skip.take(samples)):
+                        if metrics.audio_ms:  # a segment's first audio never waits: TTFA as before
+                            await self.pacer.pace()
                         yield self._audio(segment.segment_id, samples, metrics, ready_at, span)
                 self._skip.left = 0  # only the resumed chunk is the listener's already
                 metrics.tokens_generated += chunk.tokens
