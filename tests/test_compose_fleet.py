@@ -165,8 +165,9 @@ def compose_fleet(tmp_path: Path):
     finally:
         for svc in fleet.values():
             svc.terminate()
+        deadline = time.monotonic() + STOP_WAIT_S  # one wait for all, as compose does
         for svc in fleet.values():
-            svc.wait_exit(STOP_WAIT_S)
+            svc.wait_exit(max(0.0, deadline - time.monotonic()))
         redis.stop()
 
 
