@@ -7,6 +7,7 @@ of the text it sent (emoji, CJK, combining marks), never on Python characters.
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -89,28 +90,41 @@ async def test_resume_at_a_byte_offset_loses_and_repeats_nothing(
     assert close(pcm(again), pcm(whole)[len(pcm(before)) :])
 
 
-async def test_resume_mid_chunk_drops_the_samples_already_heard(
+async def test_resume_mid_chunk_continues_after_the_frames_already_heard(
     node: ServerProcess, whole: list[pb.SynthesizeResponse]
 ) -> None:
     data = TEXT.encode()
     marks = [r.progress.chars_done for r in whole if r.WhichOneof("kind") == "progress"]
-    mark, chunk_end, heard = marks[1], marks[2], 1000  # 1000 samples of chunk 3 were heard
-    before = pcm(whole[: next(i for i, r in enumerate(whole) if r.progress.chars_done == mark)])
+    mark, chunk_end = marks[1], marks[2]
+    first = next(r.audio for r in whole if r.HasField("audio") and r.audio.chunk_end == chunk_end)
+    assert first.first_frame == 0 and len(first.frame_codes) >= 7  # the chunk's first frames
+    heard = list(first.frame_codes)
     resume = pb.ResumeFrom(
-        segment_id="s", chars_done=mark, chunk_end=chunk_end, audio_samples_done=heard
+        segment_id="s", chars_done=mark, chunk_end=chunk_end, heard_frame_codes=heard
     )
     again = await collect(node.address, [start(resume), *text(data[mark:])])
-    assert close(pcm(again), pcm(whole)[len(before) + heard :])
+    audio = [r.audio for r in again if r.HasField("audio")]
+    resumed = [a for a in audio if a.chunk_end == chunk_end]
+    # the new node's frames start right after the heard ones, each with its 2048 samples
+    assert resumed and resumed[0].first_frame == len(heard) // 7
+    for a, b in itertools.pairwise(resumed):
+        assert b.first_frame == a.first_frame + len(a.frame_codes) // 7
+    assert all(len(a.pcm) == 2 * 2048 * len(a.frame_codes) // 7 for a in audio)
+    marks_again = [r.progress.chars_done for r in again if r.WhichOneof("kind") == "progress"]
+    assert marks_again[0] == chunk_end and marks_again[-1] == len(data)
 
 
 R = pb.ResumeFrom
 END = len(TEXT.encode())
-SAMPLES = "resume.audio_samples_done"
+CODES = "resume.heard_frame_codes"
 BAD = [
     ("no-segment", R(chars_done=3), "resume.segment_id"),
+    ("codes-no-segment", R(heard_frame_codes=[1] * 7), "resume.segment_id"),
     ("end-before-done", R(segment_id="s", chars_done=9, chunk_end=9), "resume.chunk_end"),
-    ("samples-no-chunk", R(segment_id="s", audio_samples_done=5), SAMPLES),
-    ("samples-too-many", R(segment_id="s", chunk_end=8, audio_samples_done=10**9), SAMPLES),
+    ("codes-no-chunk", R(segment_id="s", heard_frame_codes=[1] * 7), CODES),
+    ("codes-not-whole-frames", R(segment_id="s", chunk_end=8, heard_frame_codes=[1] * 6), CODES),
+    ("code-out-of-range", R(segment_id="s", chunk_end=8, heard_frame_codes=[4096] * 7), CODES),
+    ("frames-over-budget", R(segment_id="s", chunk_end=8, heard_frame_codes=[1] * 35), CODES),
     ("mid-character", R(segment_id="s", chunk_end=len("Ça va? ".encode()) + 1), "resume.chunk_end"),
     ("past-the-text", R(segment_id="s", chunk_end=END + 1), "resume.chunk_end"),
     ("longer-than-a-chunk", R(segment_id="s", chunk_end=END), "resume.chunk_end"),

@@ -60,6 +60,12 @@ class DecodeWindow:
     def emitted_frames(self) -> int:
         return (self.keep_end - self.keep_start) // SAMPLES_PER_FRAME
 
+    @property
+    def emitted(self) -> np.ndarray:
+        """The frames whose audio this window produces (n, 7)."""
+        lo = self.keep_start // SAMPLES_PER_FRAME
+        return self.frames[lo : lo + self.emitted_frames]
+
 
 class SnacStreamDecoder:
     """Accepts frames in stream order and returns the windows that are ready to decode."""
@@ -95,6 +101,7 @@ class SnacStreamDecoder:
         self._clock = clock
         self._frames: list[np.ndarray] = []
         self._emitted = 0
+        self._primed = 0  # frames given by `prime`: context only, never emitted here
         self._started_at: float | None = None
         self._finished = False
 
@@ -106,11 +113,20 @@ class SnacStreamDecoder:
     def frames_emitted(self) -> int:
         return self._emitted
 
+    def prime(self, frames: np.ndarray | Sequence[np.ndarray]) -> None:
+        """Frames the listener already heard (a resumed chunk): left context for the frames
+        pushed next, whose audio then continues theirs; their own audio is not emitted."""
+        if self._frames:
+            raise RuntimeError("prime() before any push()")
+        self._frames.extend(_as_frames(frames))
+        self._emitted = self._primed = len(self._frames)
+
     def lead_ms(self) -> float:
         """Audio emitted so far minus the time since the first window (the listener's buffer)."""
         if self._started_at is None:
             return 0.0
-        return self._emitted * FRAME_MS - 1000.0 * (self._clock() - self._started_at)
+        emitted = self._emitted - self._primed
+        return emitted * FRAME_MS - 1000.0 * (self._clock() - self._started_at)
 
     def push(self, frames: np.ndarray | Sequence[np.ndarray]) -> list[DecodeWindow]:
         """Add one frame (7,) or several ((n, 7) or a list); return the windows now due."""
@@ -123,10 +139,11 @@ class SnacStreamDecoder:
         """Windows due now without new frames (call on a timer if frames may stall)."""
         ready = len(self._frames) - self.right_context
         pending = ready - self._emitted
-        if pending <= 0 or (self._emitted == 0 and pending < self.first_emit_frames):
+        first = self._emitted == self._primed
+        if pending <= 0 or (first and pending < self.first_emit_frames):
             return []
         lead = self.lead_ms()
-        holding = self._emitted > 0 and 0 < self.min_lead_ms <= lead - self._window_cost_ms(pending)
+        holding = not first and 0 < self.min_lead_ms <= lead - self._window_cost_ms(pending)
         if not holding:
             return self._emit_until(self._emitted + self._affordable(pending, lead))
         full = pending - pending % self.max_emit_frames
@@ -141,7 +158,7 @@ class SnacStreamDecoder:
         under load, small windows would only add context overhead. Once the listener has
         run dry, or before a decode cost is known, every ready frame goes.
         """
-        ramping = 0 < self._emitted < self.max_emit_frames
+        ramping = 0 < self._emitted - self._primed < self.max_emit_frames
         if not ramping or lead <= 0 or self.decode_ms_per_frame <= 0:
             return pending
         frames = int(lead / 2 / self.decode_ms_per_frame) - self.left_context - self.right_context

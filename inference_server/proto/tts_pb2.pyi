@@ -40,18 +40,18 @@ class AudioFormat(_message.Message):
     def __init__(self, encoding: _Optional[_Union[AudioEncoding, str]] = ..., sample_rate: _Optional[int] = ..., num_channels: _Optional[int] = ...) -> None: ...
 
 class ResumeFrom(_message.Message):
-    __slots__ = ("segment_id", "chars_done", "next_sequence", "chunk_end", "audio_samples_done")
+    __slots__ = ("segment_id", "chars_done", "next_sequence", "chunk_end", "heard_frame_codes")
     SEGMENT_ID_FIELD_NUMBER: _ClassVar[int]
     CHARS_DONE_FIELD_NUMBER: _ClassVar[int]
     NEXT_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     CHUNK_END_FIELD_NUMBER: _ClassVar[int]
-    AUDIO_SAMPLES_DONE_FIELD_NUMBER: _ClassVar[int]
+    HEARD_FRAME_CODES_FIELD_NUMBER: _ClassVar[int]
     segment_id: str
     chars_done: int
     next_sequence: int
     chunk_end: int
-    audio_samples_done: int
-    def __init__(self, segment_id: _Optional[str] = ..., chars_done: _Optional[int] = ..., next_sequence: _Optional[int] = ..., chunk_end: _Optional[int] = ..., audio_samples_done: _Optional[int] = ...) -> None: ...
+    heard_frame_codes: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, segment_id: _Optional[str] = ..., chars_done: _Optional[int] = ..., next_sequence: _Optional[int] = ..., chunk_end: _Optional[int] = ..., heard_frame_codes: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class SessionStart(_message.Message):
     __slots__ = ("session_id", "voice", "model", "sampling", "audio_format", "trim_head_silence", "resume")
@@ -118,20 +118,24 @@ class SessionStarted(_message.Message):
     def __init__(self, session_id: _Optional[str] = ..., node_id: _Optional[str] = ..., voice: _Optional[str] = ..., sample_rate: _Optional[int] = ..., num_channels: _Optional[int] = ..., seed: _Optional[int] = ...) -> None: ...
 
 class AudioChunk(_message.Message):
-    __slots__ = ("pcm", "segment_id", "sequence", "sample_rate", "chunk_start", "chunk_end")
+    __slots__ = ("pcm", "segment_id", "sequence", "sample_rate", "chunk_start", "chunk_end", "frame_codes", "first_frame")
     PCM_FIELD_NUMBER: _ClassVar[int]
     SEGMENT_ID_FIELD_NUMBER: _ClassVar[int]
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     SAMPLE_RATE_FIELD_NUMBER: _ClassVar[int]
     CHUNK_START_FIELD_NUMBER: _ClassVar[int]
     CHUNK_END_FIELD_NUMBER: _ClassVar[int]
+    FRAME_CODES_FIELD_NUMBER: _ClassVar[int]
+    FIRST_FRAME_FIELD_NUMBER: _ClassVar[int]
     pcm: bytes
     segment_id: str
     sequence: int
     sample_rate: int
     chunk_start: int
     chunk_end: int
-    def __init__(self, pcm: _Optional[bytes] = ..., segment_id: _Optional[str] = ..., sequence: _Optional[int] = ..., sample_rate: _Optional[int] = ..., chunk_start: _Optional[int] = ..., chunk_end: _Optional[int] = ...) -> None: ...
+    frame_codes: _containers.RepeatedScalarFieldContainer[int]
+    first_frame: int
+    def __init__(self, pcm: _Optional[bytes] = ..., segment_id: _Optional[str] = ..., sequence: _Optional[int] = ..., sample_rate: _Optional[int] = ..., chunk_start: _Optional[int] = ..., chunk_end: _Optional[int] = ..., frame_codes: _Optional[_Iterable[int]] = ..., first_frame: _Optional[int] = ...) -> None: ...
 
 class TextProgress(_message.Message):
     __slots__ = ("segment_id", "chars_done")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 import secrets
 
+import numpy as np
+
 from ..engine.base import SamplingConfig
 from ..errors import ClientError
 from ..orpheus import tokens as T
@@ -18,8 +20,7 @@ _SESSION_ID = re.compile(r"[A-Za-z0-9._:@/-]{1,128}")
 def sampling_from_proto(options: pb.SamplingOptions, defaults: SamplingConfig) -> SamplingConfig:
     """Zero fields mean "server default"; out-of-range values are INVALID_ARGUMENT.
 
-    Every session gets a seed (SessionStarted.seed): a node resuming it after a failure
-    regenerates the chunk in flight with it, token for token."""
+    Every session gets a seed (SessionStarted.seed), so a session can be reproduced."""
     seed = options.seed if options.HasField("seed") else defaults.seed
     try:
         return SamplingConfig(
@@ -36,10 +37,10 @@ def sampling_from_proto(options: pb.SamplingOptions, defaults: SamplingConfig) -
 def resume_from_proto(resume: pb.ResumeFrom, sampling: SamplingConfig) -> ResumePoint | None:
     """The segment to pick up (None: nothing was in flight); bad fields are INVALID_ARGUMENT."""
     if not resume.segment_id:
-        if resume.chars_done or resume.chunk_end or resume.audio_samples_done:
+        if resume.chars_done or resume.chunk_end or resume.heard_frame_codes:
             raise ClientError(
                 "resume.segment_id is required with resume.chars_done, resume.chunk_end "
-                "or resume.audio_samples_done"
+                "or resume.heard_frame_codes"
             )
         return None
     if resume.chunk_end and resume.chunk_end <= resume.chars_done:
@@ -47,17 +48,27 @@ def resume_from_proto(resume: pb.ResumeFrom, sampling: SamplingConfig) -> Resume
             f"resume.chunk_end={resume.chunk_end} must be past "
             f"resume.chars_done={resume.chars_done} (or 0: no chunk in flight)"
         )
-    if resume.audio_samples_done and not resume.chunk_end:
-        raise ClientError("resume.audio_samples_done needs resume.chunk_end (their chunk)")
-    most = sampling.max_tokens // T.FRAME_TOKENS * T.SAMPLES_PER_FRAME
-    if resume.audio_samples_done > most:
+    frames = _heard_frames(resume, sampling)
+    return ResumePoint(resume.segment_id, resume.chars_done, resume.chunk_end, frames)
+
+
+def _heard_frames(resume: pb.ResumeFrom, sampling: SamplingConfig) -> np.ndarray:
+    """resume.heard_frame_codes as frames (n, 7): whole frames of valid codes, of a chunk."""
+    codes = np.asarray(resume.heard_frame_codes, dtype=np.int64)
+    field = "resume.heard_frame_codes"
+    if len(codes) and not resume.chunk_end:
+        raise ClientError(f"{field} needs resume.chunk_end (the chunk they belong to)")
+    if len(codes) % T.FRAME_TOKENS:
+        raise ClientError(f"{field} has {len(codes)} codes: not whole frames of 7")
+    if len(codes) and int(codes.max()) >= T.CODEBOOK_SIZE:
+        raise ClientError(f"{field}: codes must lie in [0, {T.CODEBOOK_SIZE})")
+    most = sampling.max_tokens // T.FRAME_TOKENS
+    if len(codes) // T.FRAME_TOKENS > most:
         raise ClientError(
-            f"resume.audio_samples_done={resume.audio_samples_done} is more than one chunk "
-            f"can hold ({most} samples at max_tokens={sampling.max_tokens})"
+            f"{field} holds {len(codes) // T.FRAME_TOKENS} frames, more than one chunk "
+            f"can hold ({most} at max_tokens={sampling.max_tokens})"
         )
-    return ResumePoint(
-        resume.segment_id, resume.chars_done, resume.chunk_end, resume.audio_samples_done
-    )
+    return codes.reshape(-1, T.FRAME_TOKENS)
 
 
 def check_audio_format(fmt: pb.AudioFormat) -> None:
@@ -95,6 +106,8 @@ class ResponseEncoder:
                 sample_rate=T.SAMPLE_RATE,
                 chunk_start=event.chunk_start,
                 chunk_end=event.chunk_end,
+                frame_codes=event.frame_codes,
+                first_frame=event.first_frame,
             )
             self.sequence += 1
             return pb.SynthesizeResponse(audio=chunk)

@@ -26,6 +26,9 @@ class AudioOut:
     pcm: bytes  # PCM16LE mono 24 kHz
     chunk_start: int = 0  # the text chunk it speaks: UTF-8 bytes of the segment
     chunk_end: int = 0
+    # the SNAC frames whose audio this completes, 7 codes each, flat (AudioChunk.frame_codes)
+    frame_codes: tuple[int, ...] = ()
+    first_frame: int = 0  # index of the first of them within the text chunk
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,18 +1,25 @@
 """Taking a session over after the node speaking it failed (SessionStart.resume).
 
-The chunk that was in flight is cut where the failed node cut it and sampled with the
-session's seed, so this node generates the same tokens and so the same audio; the part
-of it the listener already has is dropped here instead of being played twice.
+The chunk that was in flight is cut where the failed node cut it, and generation
+continues after the SNAC frames the listener already heard: their audio tokens follow the
+chunk's prompt as output already generated, and the stream decoder takes them as left
+context only. Nothing heard is generated or sent again, so the seam does not depend on
+two nodes sampling the same tokens (they need not: batching changes the numerics).
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from ..engine.base import SamplingConfig
+from ..orpheus import tokens as T
+
+
+def no_frames() -> np.ndarray:
+    return np.empty((0, T.FRAME_TOKENS), dtype=np.int64)
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,24 +27,34 @@ class ResumePoint:
     segment_id: str
     chars_done: int = 0  # UTF-8 bytes of the segment already spoken
     chunk_end: int = 0  # where the chunk in flight ends (0 = none was in flight)
-    audio_samples_done: int = 0  # samples of that chunk the listener already has
+    heard_frames: np.ndarray = field(default_factory=no_frames)  # (n, 7) codes of that chunk
 
 
-class AudioSkip:
-    """Drops the first `samples` samples passed through `take`."""
+class FrameLedger:
+    """The frames of a chunk whose audio is out, handed to the AudioOut that completes them.
 
-    def __init__(self, samples: int = 0) -> None:
-        self.left = samples
+    Frames whose audio the head-silence trimmer still holds (or dropped) wait here and go
+    out with the next audio: a frame is the listener's once audio after it was sent."""
 
-    def take(self, samples: np.ndarray) -> np.ndarray:
-        n = min(self.left, len(samples))
-        self.left -= n
-        return samples[n:]
+    def __init__(self, frames_before: int = 0) -> None:
+        self.next_frame = frames_before  # chunk index of the next frame to hand out
+        self._pending: list[np.ndarray] = []
+
+    def decoded(self, frames: np.ndarray) -> None:
+        self._pending.append(frames)
+
+    def take(self) -> tuple[int, np.ndarray]:
+        """(chunk index of the first frame, frames (n, 7)) for audio about to go out."""
+        frames = np.concatenate([no_frames(), *self._pending])
+        first, self._pending = self.next_frame, []
+        self.next_frame += len(frames)
+        return first, frames
 
 
 def chunk_sampling(sampling: SamplingConfig, segment_id: str, start: int) -> SamplingConfig:
-    """A chunk samples with a seed of its own, derived from what a node resuming the session
-    knows: the session's seed, the segment and where the chunk starts in it (bytes)."""
+    """A chunk samples with a seed of its own, derived from the session's seed, the segment
+    and where the chunk starts in it (bytes): seeded sessions are reproducible chunk by
+    chunk. A resume does not rely on it (it continues from the heard frames)."""
     if sampling.seed is None:
         return sampling
     key = f"{sampling.seed}/{segment_id}/{start}".encode()

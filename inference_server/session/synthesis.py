@@ -33,7 +33,7 @@ from ..orpheus.prompt import ContinuityContext, TextTokenizer, build_prompt
 from .events import AudioOut, ProgressOut, SegmentMetrics, SegmentOut, SessionEvent
 from .options import DEFAULT_SESSION_OPTIONS, SessionOptions
 from .playback import REAL_CLOCK, Clock, Pacer, PlaybackClock
-from .resume import AudioSkip, ResumePoint, chunk_sampling
+from .resume import FrameLedger, ResumePoint, chunk_sampling, no_frames
 from .segment_text import SegmentText, TextSpan
 
 POLL_S = 0.05  # release held decode windows this often while the engine is quiet
@@ -86,7 +86,7 @@ class SynthesisSession:
         self._ended = False
         self._chars = 0
         self._changed = asyncio.Event()
-        self._skip = AudioSkip()  # audio of a resumed chunk the listener already has
+        self._heard = no_frames()  # frames of the resumed chunk the listener already heard
         self.playback = PlaybackClock(clock)
         self.pacer = Pacer(self.playback, options.max_audio_ahead_s)
 
@@ -126,7 +126,7 @@ class SynthesisSession:
 
     def resume(self, point: ResumePoint) -> None:
         """Failover: the client resends the segment from byte `point.chars_done` on; the chunk
-        in flight is regenerated (same cut, same seed) and its first samples dropped."""
+        in flight (same cut) continues after the frames the listener heard (session/resume)."""
         if self._segments:
             raise SessionInputError("resume must come before any text")
         self._open = SegmentText(
@@ -136,7 +136,7 @@ class SynthesisSession:
             first_end=point.chunk_end,
         )
         self._segments.append(self._open)
-        self._skip = AudioSkip(point.audio_samples_done)
+        self._heard = point.heard_frames
 
     def _check_open_input(self) -> None:
         if self._ended:
@@ -177,8 +177,8 @@ class SynthesisSession:
     async def _speak_segment(self, segment: SegmentText) -> AsyncIterator[SessionEvent]:
         metrics = SegmentMetrics()
         trimmer = HeadSilenceTrimmer(threshold_dbfs=self._options.silence_threshold_dbfs)
-        # resumed mid-segment: the failed node already trimmed this segment's head
-        trim = self._options.trim_head_silence and not segment.offset
+        # resumed mid-segment or after heard audio: the failed node trimmed this segment's head
+        trim = self._options.trim_head_silence and not (segment.offset or len(self._heard))
         context: ContinuityContext | None = None
         ready_at: float | None = None
         ahead: tuple[TextSpan, _ChunkRun] | None = None  # next chunk, already generating
@@ -200,14 +200,16 @@ class SynthesisSession:
                         context = self._context(span.text, chunk)
                         ahead = following, self._start_chunk(segment.segment_id, following, context)
 
-                async for samples in self._speak_chunk(chunk, look_ahead):
+                async for samples, frames in self._speak_chunk(chunk, look_ahead):
+                    chunk.ledger.decoded(frames)  # heard once audio after them goes out
                     if trim:
                         samples = trimmer.push(samples)
-                    if len(samples := self._skip.take(samples)):
+                    if len(samples):
                         if metrics.audio_ms:  # a segment's first audio never waits: TTFA as before
                             await self.pacer.pace()
-                        yield self._audio(segment.segment_id, samples, metrics, ready_at, span)
-                self._skip.left = 0  # only the resumed chunk is the listener's already
+                        yield self._audio(
+                            segment.segment_id, samples, metrics, ready_at, span, chunk.ledger
+                        )
                 metrics.tokens_generated += chunk.tokens
                 metrics.invalid_tokens_dropped += chunk.assembler.tokens_dropped
                 metrics.generation_s += chunk.generation_s
@@ -227,6 +229,7 @@ class SynthesisSession:
         metrics: SegmentMetrics,
         ready_at: float,
         span: TextSpan,
+        ledger: FrameLedger,
     ) -> AudioOut:
         """Account for audio about to go out: segment metrics and the playback clock."""
         if not metrics.audio_ms:
@@ -234,33 +237,43 @@ class SynthesisSession:
         audio_ms = 1000.0 * len(samples) / T.SAMPLE_RATE
         metrics.audio_ms += audio_ms
         self.playback.sent(audio_ms)
-        return AudioOut(segment_id, float_to_pcm16(samples), span.start, span.end)
+        first, frames = ledger.take()
+        codes = tuple(frames.ravel().tolist())
+        return AudioOut(segment_id, float_to_pcm16(samples), span.start, span.end, codes, first)
 
     def _start_chunk(
         self, segment_id: str, span: TextSpan, context: ContinuityContext | None
     ) -> _ChunkRun:
         """Send the chunk's engine request now; its tokens are read when its turn comes."""
         text = span.text
+        heard, self._heard = self._heard, no_frames()  # only a resumed chunk has heard frames
+        # Heard frames follow the prompt as output already generated. They are whole frames,
+        # so the engine's audio step k (counted from 0) keeps k mod 7 right; at k = 0 the
+        # stop is not legal yet, so a resumed chunk adds at least one frame.
+        heard_ids = frames_to_token_ids(heard)
+        budget = token_budget(text, self._sampling, self._options.tokens_per_char)
         request = GenerationRequest(
             request_id=f"{self.session_id}/{next(_REQUEST_NUMBERS)}",
-            prompt_ids=build_prompt(self._tokenizer, self.voice.name, text, context),
+            prompt_ids=build_prompt(self._tokenizer, self.voice.name, text, context) + heard_ids,
             sampling=chunk_sampling(self._sampling, segment_id, span.start),
-            max_new_tokens=token_budget(text, self._sampling, self._options.tokens_per_char),
+            max_new_tokens=max(T.FRAME_TOKENS, budget - len(heard_ids)),
             adapter=self.voice.adapter,
             session_id=self.session_id,
         )
-        return _ChunkRun(text, _Generation(self._engine.generate(request)))
+        return _ChunkRun(text, _Generation(self._engine.generate(request)), heard)
 
     async def _speak_chunk(
         self, chunk: _ChunkRun, look_ahead: Callable[[], None]
-    ) -> AsyncIterator[np.ndarray]:
+    ) -> AsyncIterator[tuple[np.ndarray, np.ndarray]]:
         """Decode the chunk's tokens as they come; `look_ahead()` once they have all come.
+        Yields each window's audio with the frames it completes (`DecodeWindow.emitted`).
 
         The next chunk's request (whose prompt needs this chunk's last frames) then starts
         while this chunk's last windows decode, so its prefill and first frames overlap
         audio the listener already has.
         """
         decoder = SnacStreamDecoder(first_emit_frames=self._options.first_chunk_frames)
+        decoder.prime(chunk.heard)  # the new audio continues the heard frames' audio
         generation = chunk.generation
         race = contextlib.ExitStack()  # open from the request to the session's first audio
         if not self.playback.playing:
@@ -283,7 +296,7 @@ class SynthesisSession:
                 for window in windows:
                     pcm = await self._decode(window)
                     race.close()
-                    yield pcm
+                    yield pcm, window.emitted
         finally:
             race.close()
             await generation.close()  # aborts the engine request if it is still live
@@ -291,7 +304,7 @@ class SynthesisSession:
         chunk.assembler.finish()
         look_ahead()
         for window in decoder.finish():
-            yield await self._decode(window)
+            yield await self._decode(window), window.emitted
 
     async def _decode(self, window: DecodeWindow) -> np.ndarray:
         slack = self.playback.slack_ms()
@@ -308,13 +321,15 @@ class SynthesisSession:
 class _ChunkRun:
     """Bookkeeping of one generation chunk."""
 
-    def __init__(self, text: str, generation: _Generation) -> None:
+    def __init__(self, text: str, generation: _Generation, heard: np.ndarray) -> None:
         self.text = text
         self.generation = generation
         self.tokens = 0
         self.generation_s = 0.0
         self.assembler = FrameAssembler()
-        self.frames: list[np.ndarray] = []
+        self.heard = heard  # frames the listener heard before a failover (a resumed chunk)
+        self.frames: list[np.ndarray] = list(heard)  # all of them, for the continuity context
+        self.ledger = FrameLedger(len(heard))
 
 
 _STALLED: list[int] = []  # sentinel: no tokens within the poll interval

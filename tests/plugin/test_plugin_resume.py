@@ -14,8 +14,10 @@ def flush(segment_id: str) -> pb.SynthesizeRequest:
     return pb.SynthesizeRequest(flush=pb.Flush(segment_id=segment_id))
 
 
-def audio(sequence: int, pcm: bytes = b"", chunk_end: int = 0) -> pb.AudioChunk:
-    return pb.AudioChunk(sequence=sequence, pcm=pcm, chunk_end=chunk_end)
+def audio(sequence: int, codes: list[int] | None = None, chunk_end: int = 0) -> pb.AudioChunk:
+    codes = codes or []
+    pcm = b"\0" * (len(codes) // 7 * 4096)  # 2048 samples per frame
+    return pb.AudioChunk(sequence=sequence, pcm=pcm, chunk_end=chunk_end, frame_codes=codes)
 
 
 def kinds(requests: list[pb.SynthesizeRequest]) -> list[tuple[str, str]]:
@@ -72,20 +74,23 @@ def test_progress_never_goes_backwards_or_past_the_text() -> None:
     assert ledger.resume_from().chars_done == len("Short.")
 
 
-def test_audio_of_the_chunk_in_flight_is_counted_until_its_progress_mark() -> None:
+def test_frames_of_the_chunk_in_flight_are_kept_until_its_progress_mark() -> None:
     ledger = ResumeLedger()
     ledger.record(text("One two. Three four. Five."), "a")
-    ledger.accept_audio(audio(0, b"\0" * 200, chunk_end=9))
-    ledger.accept_audio(audio(1, b"\0" * 100, chunk_end=9))
+    first, second = list(range(14)), list(range(4000, 4007))
+    ledger.accept_audio(audio(0, first, chunk_end=9))
+    ledger.accept_audio(audio(1, [], chunk_end=9))  # trimmed head: audio without frames
+    ledger.accept_audio(audio(2, second, chunk_end=9))
     resume = ledger.resume_from()
-    assert (resume.chars_done, resume.chunk_end, resume.audio_samples_done) == (0, 9, 150)
+    assert (resume.chars_done, resume.chunk_end) == (0, 9)
+    assert list(resume.heard_frame_codes) == first + second  # in the order heard
     ledger.on_progress(9)  # that chunk is all out: the next one starts from nothing
     resume = ledger.resume_from()
-    assert (resume.chars_done, resume.chunk_end, resume.audio_samples_done) == (9, 0, 0)
-    ledger.accept_audio(audio(2, b"\0" * 64, chunk_end=20))
-    assert ledger.accept_audio(audio(2, b"\0" * 64, chunk_end=20)) is False  # a repeat
+    assert (resume.chars_done, resume.chunk_end, list(resume.heard_frame_codes)) == (9, 0, [])
+    ledger.accept_audio(audio(3, second, chunk_end=20))
+    assert ledger.accept_audio(audio(3, first, chunk_end=20)) is False  # a repeat
     resume = ledger.resume_from()
-    assert (resume.chars_done, resume.chunk_end, resume.audio_samples_done) == (9, 20, 32)
+    assert (resume.chars_done, resume.chunk_end, list(resume.heard_frame_codes)) == (9, 20, second)
 
 
 def test_positions_are_utf8_bytes_of_the_text_sent() -> None:

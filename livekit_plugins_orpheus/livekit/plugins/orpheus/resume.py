@@ -1,11 +1,13 @@
 """What one utterance sent and what the server confirmed, so it can resume on another node.
 
-Text positions are UTF-8 bytes of a segment's text, the wire unit (see tts.proto).
+Text positions are UTF-8 bytes of a segment's text, the wire unit (see tts.proto). For the
+chunk in flight the ledger keeps the SNAC frames whose audio was received
+(AudioChunk.frame_codes): the new node continues after them, so nothing is heard twice.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .proto import tts_pb2 as pb
 
@@ -17,7 +19,7 @@ class _SentSegment:
     flushed: bool = False
     chars_done: int = 0  # bytes spoken: the last TextProgress
     chunk_end: int = 0  # the chunk whose audio came since then (AudioChunk.chunk_end)
-    audio_samples: int = 0  # samples of that chunk received
+    heard_codes: list[int] = field(default_factory=list)  # its frames received, 7 codes each
     done: bool = False
 
 
@@ -61,15 +63,15 @@ class ResumeLedger:
         segment = self._in_flight()
         if segment and audio.chunk_end > segment.chars_done:
             if audio.chunk_end != segment.chunk_end:
-                segment.chunk_end, segment.audio_samples = audio.chunk_end, 0
-            segment.audio_samples += len(audio.pcm) // 2
+                segment.chunk_end, segment.heard_codes = audio.chunk_end, []
+            segment.heard_codes += audio.frame_codes
         return True
 
     def on_progress(self, chars_done: int) -> None:
         segment = self._in_flight()
         if segment and min(chars_done, len(segment.text)) > segment.chars_done:
             segment.chars_done = min(chars_done, len(segment.text))
-            segment.chunk_end = segment.audio_samples = 0
+            segment.chunk_end, segment.heard_codes = 0, []
 
     def on_segment_done(self) -> None:
         if segment := self._in_flight():
@@ -77,7 +79,7 @@ class ResumeLedger:
             segment.chars_done = len(segment.text)
 
     def resume_from(self) -> pb.ResumeFrom:
-        """The new node regenerates the chunk in flight and drops the samples we have of it."""
+        """The new node continues the chunk in flight after the frames we heard of it."""
         if (segment := self._in_flight()) is None:
             return pb.ResumeFrom(next_sequence=self.next_sequence)
         return pb.ResumeFrom(
@@ -85,7 +87,7 @@ class ResumeLedger:
             chars_done=segment.chars_done,
             next_sequence=self.next_sequence,
             chunk_end=segment.chunk_end,
-            audio_samples_done=segment.audio_samples,
+            heard_frame_codes=segment.heard_codes,
         )
 
     def replay(self) -> list[pb.SynthesizeRequest]:

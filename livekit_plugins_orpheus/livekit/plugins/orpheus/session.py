@@ -145,7 +145,8 @@ class SynthesisSession:
     def _start_message(self, resume: pb.ResumeFrom | None) -> pb.SynthesizeRequest:
         request = self._start_request(resume)
         if resume is not None and self.started is not None and self.started.HasField("seed"):
-            # the session's seed: the new node regenerates the chunk in flight identically
+            # the session's seed, so the session stays one seeded session (the seam does not
+            # depend on it: the new node continues after the frames already heard)
             request.start.sampling.seed = self.started.seed
         return request
 
