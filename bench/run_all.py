@@ -20,6 +20,7 @@ BENCHMARKS = (
     ("bench.bench_proxy", True),
     ("bench.bench_lora_mix", True),
     ("bench.bench_admission", True),
+    ("bench.bench_slow_reader", True),
     ("bench.bench_ring", False),
 )
 
