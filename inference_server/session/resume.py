@@ -51,12 +51,19 @@ class FrameLedger:
         return first, frames
 
 
-def chunk_sampling(sampling: SamplingConfig, segment_id: str, start: int) -> SamplingConfig:
+def chunk_sampling(
+    sampling: SamplingConfig, segment_id: str, start: int, heard_frames: int = 0
+) -> SamplingConfig:
     """A chunk samples with a seed of its own, derived from the session's seed, the segment
     and where the chunk starts in it (bytes): seeded sessions are reproducible chunk by
-    chunk. A resume does not rely on it (it continues from the heard frames)."""
+    chunk. A resume does not rely on it (it continues from the heard frames), but the
+    continuation after `heard_frames` frames gets a seed of its own too: with the chunk's
+    seed it would redraw the random numbers of the chunk's first frames, and where the
+    distributions are flat (tiny-random weights) that replays those frames' codes."""
     if sampling.seed is None:
         return sampling
     key = f"{sampling.seed}/{segment_id}/{start}".encode()
+    if heard_frames:
+        key += f"/{heard_frames}".encode()
     seed = int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "big") >> 1
     return replace(sampling, seed=seed)

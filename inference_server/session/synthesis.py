@@ -255,7 +255,7 @@ class SynthesisSession:
         request = GenerationRequest(
             request_id=f"{self.session_id}/{next(_REQUEST_NUMBERS)}",
             prompt_ids=build_prompt(self._tokenizer, self.voice.name, text, context) + heard_ids,
-            sampling=chunk_sampling(self._sampling, segment_id, span.start),
+            sampling=chunk_sampling(self._sampling, segment_id, span.start, len(heard)),
             max_new_tokens=max(T.FRAME_TOKENS, budget - len(heard_ids)),
             adapter=self.voice.adapter,
             session_id=self.session_id,
