@@ -188,8 +188,9 @@ class SnacDecodeBatcher:
                 return True
             if now >= deadline:
                 return False
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._no_race.wait(), min(deadline - now, _HOLD_POLL_S))
+            with contextlib.suppress(TimeoutError):  # asyncio.timeout: see membership._run
+                async with asyncio.timeout(min(deadline - now, _HOLD_POLL_S)):
+                    await self._no_race.wait()
         return False
 
     def _take(self, lane: _Lane, urgent_only: bool = False) -> list[_Job]:

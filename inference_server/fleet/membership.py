@@ -21,6 +21,7 @@ from redis.exceptions import RedisError
 from .nodes import NodeInfo
 
 logger = logging.getLogger(__name__)
+_STOP_S = 2.0  # how long stopping waits for the heartbeat and hint tasks
 
 ChangeCallback = Callable[[list[NodeInfo]], None]
 
@@ -196,8 +197,8 @@ class RedisMembership:
 
     async def deregister(self) -> None:
         """Leave the fleet now (drain): stop heartbeating and delete this node's entry."""
+        self._registered = False  # before the cancel: the heartbeat must not re-register
         await self._cancel_tasks()
-        self._registered = False
         with contextlib.suppress(RedisError, OSError):
             await self._redis.delete(self._key(self.self_id))
             await self._redis.srem(self._index, self.self_id)
@@ -221,19 +222,28 @@ class RedisMembership:
         return f"{self._prefix}:node:{node_id}"
 
     async def _cancel_tasks(self) -> None:
+        """Stop heartbeating and listening, within a bound: on 3.11 a cancel that lands in
+        a library's own timeout can be swallowed (gh-86296), and a stopping node must not
+        wait on it forever; the loops also end on `_registered` going False."""
+        self._poke.set()
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        if self._tasks:
+            _, stuck = await asyncio.wait(self._tasks, timeout=_STOP_S)
+            for task in stuck:
+                logger.warning("%s did not stop within %.0fs", task.get_name(), _STOP_S)
         self._tasks = []
 
     async def _run(self) -> None:
-        while True:
+        while self._registered:
+            # not wait_for: on 3.11 it swallows a cancel that lands as the poke is set
+            # (gh-86296), and deregister() would then wait for this task forever
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._poke.wait(), self._heartbeat_s)
+                async with asyncio.timeout(self._heartbeat_s):
+                    await self._poke.wait()
             self._poke.clear()
-            await self._beat()
+            if self._registered:
+                await self._beat()
 
     async def _beat(self) -> None:
         """One heartbeat + poll; on failure keep the last known membership."""
@@ -307,7 +317,7 @@ class RedisMembership:
 
     async def _listen(self) -> None:
         """Pub/sub hints: poll as soon as another node announces a change."""
-        while True:
+        while self._registered:
             try:
                 async with self._redis.pubsub(ignore_subscribe_messages=True) as pubsub:
                     await pubsub.subscribe(self._channel)
