@@ -99,11 +99,12 @@ async def test_a_voice_that_breaks_mid_stream_fails_only_its_rows(
     engine.interleave = break_ava_once_it_speaks
     await engine.start()
     try:
-        results = await asyncio.gather(
+        speaking = asyncio.gather(
             *(_tokens(engine, GenerationRequest(rid, prompt, sampling, 28, adapter=voice))
               for rid, voice in rows.items()),
             return_exceptions=True,
         )  # fmt: skip
+        results = await asyncio.wait_for(speaking, 60)  # the old engine could hang here
     finally:
         await engine.close()
     for voice, result in zip(rows.values(), results, strict=True):

@@ -100,7 +100,8 @@ async def test_finetuned_voice_is_listed_and_spoken_without_restart(
         ("../evil", grpc.StatusCode.INVALID_ARGUMENT, "invalid voice name"),
         ("a" * 65, grpc.StatusCode.INVALID_ARGUMENT, "65 chars"),
         ("ghost", grpc.StatusCode.NOT_FOUND, "valid voices: tara"),
-        ("broken", grpc.StatusCode.NOT_FOUND, "unknown voice 'broken'"),
+        # Not listed, but it exists: the session is told why it cannot be used.
+        ("broken", grpc.StatusCode.FAILED_PRECONDITION, "voice 'broken' cannot be used: broken/"),
     ],
 )
 async def test_bad_voices_get_precise_statuses(
