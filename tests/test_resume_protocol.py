@@ -98,7 +98,7 @@ async def test_resume_mid_chunk_continues_after_the_frames_already_heard(
     mark, chunk_end = marks[1], marks[2]
     first = next(r.audio for r in whole if r.HasField("audio") and r.audio.chunk_end == chunk_end)
     assert first.first_frame == 0 and len(first.frame_codes) >= 7  # the chunk's first frames
-    heard = list(first.frame_codes)
+    heard = list(first.frame_codes[:7])  # the chunk's first frame was heard
     resume = pb.ResumeFrom(
         segment_id="s", chars_done=mark, chunk_end=chunk_end, heard_frame_codes=heard
     )
@@ -112,6 +112,24 @@ async def test_resume_mid_chunk_continues_after_the_frames_already_heard(
     assert all(len(a.pcm) == 2 * 2048 * len(a.frame_codes) // 7 for a in audio)
     marks_again = [r.progress.chars_done for r in again if r.WhichOneof("kind") == "progress"]
     assert marks_again[0] == chunk_end and marks_again[-1] == len(data)
+
+
+async def test_resume_after_a_chunk_heard_whole_adds_no_audio_to_it(
+    node: ServerProcess, whole: list[pb.SynthesizeResponse]
+) -> None:
+    data = TEXT.encode()
+    marks = [r.progress.chars_done for r in whole if r.WhichOneof("kind") == "progress"]
+    mark, chunk_end = marks[1], marks[2]
+    audio = [r.audio for r in whole if r.HasField("audio") and r.audio.chunk_end == chunk_end]
+    heard = [c for a in audio for c in a.frame_codes]
+    assert len(heard) == SAMPLING.max_tokens  # the chunk used its whole budget
+    resume = pb.ResumeFrom(
+        segment_id="s", chars_done=mark, chunk_end=chunk_end, heard_frame_codes=heard
+    )
+    again = await collect(node.address, [start(resume), *text(data[mark:])])
+    assert not [r for r in again if r.HasField("audio") and r.audio.chunk_end == chunk_end]
+    marks_again = [r.progress.chars_done for r in again if r.WhichOneof("kind") == "progress"]
+    assert marks_again == marks[2:]
 
 
 R = pb.ResumeFrom

@@ -252,6 +252,8 @@ class SynthesisSession:
         # stop is not legal yet, so a resumed chunk adds at least one frame.
         heard_ids = frames_to_token_ids(heard)
         budget = token_budget(text, self._sampling, self._options.tokens_per_char)
+        if len(heard) and len(heard_ids) >= budget:  # all of it was heard: only its mark is left
+            return _ChunkRun(text, _Generation(_no_tokens()), heard)
         request = GenerationRequest(
             request_id=f"{self.session_id}/{next(_REQUEST_NUMBERS)}",
             prompt_ids=build_prompt(self._tokenizer, self.voice.name, text, context) + heard_ids,
@@ -333,6 +335,12 @@ class _ChunkRun:
 
 
 _STALLED: list[int] = []  # sentinel: no tokens within the poll interval
+
+
+async def _no_tokens() -> AsyncIterator[list[int]]:
+    """A generation with nothing left to generate."""
+    return
+    yield
 
 
 class _Generation:
