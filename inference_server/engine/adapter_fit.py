@@ -31,6 +31,7 @@ class AdapterFit:
 
     layers: Mapping[str, tuple[int, int]]  # module path -> (in_features, out_features)
     max_rank: int
+    module_names: frozenset[str] = frozenset()  # last name part of every module (any kind)
 
     @classmethod
     def of_model(cls, model: torch.nn.Module, max_rank: int) -> AdapterFit:
@@ -40,7 +41,8 @@ class AdapterFit:
             for name, module in model.named_modules()
             if isinstance(module, torch.nn.Linear) and ".lora_" not in name
         }
-        return cls(layers, max_rank)
+        names = frozenset(name.rsplit(".", 1)[-1] for name, _ in model.named_modules())
+        return cls(layers, max_rank, names)
 
     @classmethod
     def of_checkpoint(cls, spec: str, max_rank: int, *, head_dim: int | None = None) -> AdapterFit:
@@ -109,7 +111,7 @@ def _rank_problem(config: Mapping[str, Any], modules: dict, fit: AdapterFit | No
     declared = _declared_ranks(config)
     if declared is None:
         return f"adapter config has no valid rank (r={config.get('r')!r})"
-    ranks = {_rank(ab) for ab in modules.values()}
+    ranks = {_rank(ab) for ab in modules.values()} - {-1}  # -1: malformed, see _layer_problem
     wrong = sorted(ranks - declared)
     if wrong:
         return (
@@ -142,8 +144,7 @@ def _target_problem(config: Mapping[str, Any], modules: dict, fit: AdapterFit | 
     targets = config.get("target_modules")
     # A regex or "all-linear" names no module: the weights' keys are checked instead.
     names = targets if isinstance(targets, list | set | tuple) else []
-    suffixes = {path.rsplit(".", 1)[-1] for path in fit.layers}
-    unknown = sorted({str(n) for n in names} - suffixes)
+    unknown = sorted({str(n).rsplit(".", 1)[-1] for n in names} - fit.module_names)
     absent = sorted(m for m in modules if m not in fit.layers)
     if unknown or absent:
         what = unknown or [absent[0]]

@@ -8,7 +8,14 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
-from support_vllm import BUILDERS, write_checkpoint, write_hasty_voice, write_random_voice
+from support_adapters import BROKEN
+from support_vllm import (
+    BROKEN_VOICES,
+    BUILDERS,
+    write_checkpoint,
+    write_hasty_voice,
+    write_random_voice,
+)
 
 from inference_server.engine.base import Engine
 
@@ -24,6 +31,8 @@ def voices(checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[s
     paths = {name: write_random_voice(checkpoint, root / name, seed) for name, seed in
              (("ava", 1), ("bob", 2), ("cy", 3))}  # fmt: skip
     paths["hasty"] = write_hasty_voice(checkpoint, root / "hasty")
+    for name in BROKEN_VOICES:  # real adapters that neither engine can serve
+        paths[name] = BROKEN[name][0](root / name, str(checkpoint))
     return paths
 
 

@@ -29,7 +29,10 @@ from inference_server.orpheus import tokens as T
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 MAX_LOADED_VOICES = 2  # both engines keep this many LoRA voices (LRU), to test eviction
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-RANK = 8
+RANK = 8  # also both engines' max LoRA rank
+# From support_adapters.BROKEN: weights for another hidden size (vLLM's add_lora accepts
+# them, then its engine step dies) and a rank above the limit (vLLM's add_lora refuses).
+BROKEN_VOICES = ("wide", "huge")
 
 
 def write_checkpoint(directory: Path) -> Path:
@@ -89,7 +92,7 @@ def _lora_config(targets: list[str]) -> LoraConfig:
 
 def torch_engine(checkpoint: Path, voices: dict[str, Path]) -> TorchEngine:
     model = load_causal_lm(str(checkpoint))
-    lora = LoraAdapterCache(model, MAX_LOADED_VOICES, locate=voices.__getitem__)
+    lora = LoraAdapterCache(model, MAX_LOADED_VOICES, locate=voices.__getitem__, max_rank=RANK)
     return TorchEngine(model, lora=lora)
 
 

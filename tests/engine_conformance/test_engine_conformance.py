@@ -12,9 +12,14 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
-from support_vllm import resident_voices, torch_engine
+from support_vllm import BROKEN_VOICES, resident_voices, torch_engine
 
-from inference_server.engine.base import Engine, GenerationRequest, SamplingConfig
+from inference_server.engine.base import (
+    AdapterLoadError,
+    Engine,
+    GenerationRequest,
+    SamplingConfig,
+)
 from inference_server.engine.model_loading import load_tokenizer
 from inference_server.orpheus import tokens as T
 from inference_server.orpheus.codes import FrameAssembler
@@ -135,6 +140,22 @@ async def test_a_failing_request_fails_alone(
     assert isinstance(results[1], Exception)
     assert results[0] == reference["base"] and results[2] == reference["ava"]
     assert engine.live_request_ids() == frozenset()
+
+
+async def test_a_voice_the_engine_cannot_load_fails_only_its_request(
+    engine: Engine, reference: dict[str, list[int]]
+) -> None:
+    good = [make_request(*CASES[name]) for name in ("base", "ava")]
+    broken = [make_request(name, "x") for name in BROKEN_VOICES]
+    results = await asyncio.gather(
+        *(tokens(engine, r) for r in (good[0], *broken, good[1])), return_exceptions=True
+    )
+    for name, result in zip(BROKEN_VOICES, results[1:-1], strict=True):
+        assert isinstance(result, AdapterLoadError), (name, result)
+        assert f"voice '{name}' cannot be used" in str(result)
+    assert results[0] == reference["base"] and results[-1] == reference["ava"]
+    assert engine.live_request_ids() == frozenset()
+    assert not {*BROKEN_VOICES} & engine.loaded_adapters()
 
 
 async def test_loaded_adapters_are_true_to_what_is_loaded(engine: Engine) -> None:
