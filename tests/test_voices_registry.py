@@ -139,7 +139,7 @@ def test_broken_adapters_are_reported_and_skipped(
         "stray is not a directory",
     ):
         assert reason in log, reason
-    with pytest.raises(BrokenAdapterError, match="voice 'corrupt' cannot be used: .*unreadable"):
+    with pytest.raises(BrokenAdapterError, match=r"voice 'corrupt' cannot be used: .*unreadable"):
         registry.resolve("corrupt")  # not listed, but a session asking for it is told why
 
     # Reported once, not on every poll; a fixed adapter comes back.
