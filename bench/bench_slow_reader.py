@@ -1,15 +1,18 @@
 """Slow readers: what a client that never reads costs a node, beside one that reads.
 
-Four runs of one long utterance (tiny-random + random SNAC, default sampling), each on
-a fresh node after a warm-up utterance: a client that reads it and a client that never
-reads it, under the old behaviour (`--max-audio-ahead 0 --max-stalled-read 0`) and under
+Six runs of one long utterance (tiny-random + random SNAC, default sampling), each on
+a fresh node after a warm-up utterance: a client that reads it and two clients that never
+read it, under the old behaviour (`--max-audio-ahead 0 --max-stalled-read 0`) and under
 the new defaults (pacing 5 s ahead of the listener, stalled reads ended after 30 s).
 For each: the node's CPU seconds and RSS (start, peak, end) over the run, and how the
 call ended. The non-reading client is a default grpc-aio channel (BDP probing on), as a
-real client is: it takes megabytes into its own buffers before a write waits. Under the
-old behaviour nothing ever ends it, so it is watched for `--observe` seconds and then
-cancelled. A fifth run opens idle sessions (start, no text) and reports when the node
-frees their capacity (--first-text-timeout, default 10 s).
+real client is: it takes megabytes into its own buffers before a write waits; a second
+one turns BDP probing off (a 64 KiB window, as a client may choose), so the node sees it
+stop at once. Under the old behaviour nothing ever ends either, so each is watched for
+`--observe` seconds (60 for the small window) and then cancelled. Each node's own CPU
+while idle is measured first (`idle_cores`), to read the CPU figures against. A last run
+opens idle sessions (start, no text) and reports when the node frees their capacity
+(--first-text-timeout, default 10 s).
 Writes bench/results/slow_reader.json. Run: python -m bench.bench_slow_reader [--quick]
 """
 
@@ -38,6 +41,8 @@ MODES = {
     "new": (),  # the defaults
 }
 WARM_UP = "The lighthouse keeper climbed the stairs at dusk."
+SMALL_WINDOW = (("grpc.http2.bdp_probe", 0),)
+IDLE_S = 10.0
 BYTES_PER_S = 48_000  # PCM16 mono 24 kHz
 _TICK = os.sysconf("SC_CLK_TCK")
 _PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -113,8 +118,10 @@ async def reads(node: ServerProcess, text: str, observe_s: float) -> dict:
     return {"audio_read_s": round(audio / BYTES_PER_S, 1), "status": code}
 
 
-async def never_reads(node: ServerProcess, text: str, observe_s: float) -> dict:
-    async with grpc.aio.insecure_channel(node.address) as channel:
+async def never_reads(
+    node: ServerProcess, text: str, observe_s: float, options: tuple = ()
+) -> dict:
+    async with grpc.aio.insecure_channel(node.address, options=options) as channel:
         call = pb_grpc.TTSStub(channel).Synthesize()
         for msg in opening("never-reads", text):
             await call.write(msg)
@@ -136,6 +143,10 @@ async def never_reads(node: ServerProcess, text: str, observe_s: float) -> dict:
     }
 
 
+async def never_reads_small_window(node: ServerProcess, text: str, observe_s: float) -> dict:
+    return await never_reads(node, text, min(observe_s, 60.0), SMALL_WINDOW)
+
+
 async def measure(
     args: tuple[str, ...],
     client: Callable[[ServerProcess, str, float], Awaitable[dict]],
@@ -147,12 +158,15 @@ async def measure(
         try:
             await reads(node, WARM_UP, observe_s)  # first-use allocations out of the figures
             await asyncio.sleep(1.0)
+            idle_cpu = cpu_s(node.proc.pid)
+            await asyncio.sleep(IDLE_S)
+            idle_cores = round((cpu_s(node.proc.pid) - idle_cpu) / IDLE_S, 3)
             usage = Usage(node.proc.pid)
             sampler = asyncio.create_task(usage.sample())
             row = await client(node, text, observe_s)
             await asyncio.sleep(2.0)  # what the node keeps once the call is over
             sampler.cancel()
-            return row | usage.row()
+            return row | usage.row() | {"idle_cores": idle_cores}
         finally:
             node.stop()
 
@@ -190,7 +204,7 @@ async def idle_sessions(count: int) -> dict:
 async def run(text: str, observe_s: float) -> dict:
     rows = []
     for mode, args in MODES.items():
-        for client in (reads, never_reads):
+        for client in (reads, never_reads, never_reads_small_window):
             row = {"mode": mode, "client": client.__name__, "node_args": list(args)}
             row |= await measure(args, client, text, observe_s)
             print(row, flush=True)

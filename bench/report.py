@@ -124,6 +124,18 @@ def _rows() -> list[tuple[str, str, str]]:
                 f"{adm['viability_ratio_2x_over_1x']:.2f}x",
             )
         )
+    if slow := _load("slow_reader"):
+        by = {(r["mode"], r["client"]): r for r in slow["rows"]}
+        new, old = by[("new", "never_reads")], by[("old", "never_reads")]
+        rows.append(
+            (
+                "client that never reads a long utterance: ended by the node; CPU vs a reader",
+                f"{new['status']} after {new['ended_after_s']:.0f} s (old: never), "
+                f"{new['audio_buffered_for_client_s']:.0f} s of audio in its own buffers",
+                f"{new['cpu_s'] / by[('new', 'reads')]['cpu_s']:.2f}x "
+                f"(old {old['cpu_s'] / by[('old', 'reads')]['cpu_s']:.2f}x)",
+            )
+        )
     if ring := _load("ring"):
         ours = ring["voice_ring_bounded_load"]
         rows.append(
