@@ -71,20 +71,24 @@ def pcm16(data: bytes) -> np.ndarray:
     return np.frombuffer(data, dtype=np.int16).astype(np.float64)
 
 
-def find_seam(pcm: bytes, at_bytes: int, audio: list[AudioRecord], resume_codes: list[int]) -> Seam:
-    """The listener switched nodes after `at_bytes` bytes of PCM16 `pcm`."""
+def find_seam(
+    pcm: bytes, at_bytes: int, audio: list[AudioRecord], resume_codes: list[int], chunk_end: int
+) -> Seam:
+    """The listener switched nodes after `at_bytes` bytes of PCM16 `pcm`, resuming the chunk
+    ending at `chunk_end` (ResumeFrom.chunk_end; 0: none) after `resume_codes`."""
     x = code_dependent(pcm16(pcm))
     repeated, peak = repeated_samples(x[: at_bytes // 2], x[at_bytes // 2 :])
     after = [a for a in audio if a.node == 1]
-    if not after:
-        return Seam(repeated, peak, 0, 0, 0, not resume_codes)
-    chunk = after[0].chunk_end
-    heard = [c for a in audio if a.node == 0 and a.chunk_end == chunk for c in a.codes]
+    seam_chunk = chunk_end or (after[0].chunk_end if after else 0)
+    heard = [c for a in audio if a.node == 0 and a.chunk_end == seam_chunk for c in a.codes]
+    # the new node's first frame: right after those heard of its chunk, or a later chunk's
+    # first (a chunk heard whole has nothing left to send)
+    expected = len(heard) // 7 if after and after[0].chunk_end == seam_chunk else 0
     return Seam(
         repeated_samples=repeated,
         peak_score=peak,
         heard_frames=len(heard) // 7,
-        frame_offset=after[0].first_frame - len(heard) // 7,
+        frame_offset=after[0].first_frame - expected if after else 0,
         short_samples=sum(max(0, a.frames * FRAME_SAMPLES - a.samples) for a in after),
         ledger_exact=list(resume_codes) == heard,
     )
