@@ -21,6 +21,11 @@ DEFAULT_CHANNEL_OPTIONS: tuple[tuple[str, Any], ...] = (
     ("grpc.keepalive_time_ms", 20_000),
     ("grpc.keepalive_timeout_ms", 10_000),
     ("grpc.enable_retries", 0),  # LiveKit's retry loop owns retries
+    # A fixed 64 KiB receive window (no BDP growth to MiBs): audio is 48 KB/s, so this is
+    # still 3x real time at 400 ms RTT, and the node sees a hung agent stop reading after
+    # ~1.4 s of audio instead of ~88 s (bench/bench_slow_reader.py: ended after 31 s and
+    # 17 CPU-s instead of 114 s and 56 CPU-s).
+    ("grpc.http2.bdp_probe", 0),
     # each TTS owns its connections: a closed instance's failed subchannel (and its
     # backoff) is never inherited by a new one through gRPC's process-wide pool
     ("grpc.use_local_subchannel_pool", 1),
