@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import socket
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 
 _READ = 64 * 1024
@@ -37,6 +38,7 @@ class FaultProxy:
         self._links: set[_Link] = set()
         self._held: set[asyncio.StreamWriter] = set()  # blackholed connections
         self.connections = 0  # accepted so far
+        self.on_accept: Callable[[int], None] = lambda n: None  # called with the new count
 
     @property
     def address(self) -> str:
@@ -69,6 +71,7 @@ class FaultProxy:
 
     async def _accept(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
         self.connections += 1
+        self.on_accept(self.connections)
         if self.faults.blackhole:
             self._held.add(client_w)
             with contextlib.suppress(Exception, asyncio.CancelledError):

@@ -34,6 +34,13 @@ def test_status_mapping(code: grpc.StatusCode, kind: type, retryable: bool) -> N
     assert code.name in error.message and "boom" in error.message
 
 
+def test_cancelled_is_livekits_graceful_close() -> None:
+    """LiveKit ends a stream quietly on a 499 (client closed), as on its own cancellation."""
+    error = api_error_from_grpc(rpc_error(grpc.StatusCode.CANCELLED), request_id="r1")
+    assert isinstance(error, APIStatusError) and error.status_code == 499
+    assert error.retryable is False
+
+
 def test_not_found_keeps_server_details() -> None:
     details = "unknown voice 'nobody'; valid voices: tara, leah, jess"
     error = api_error_from_grpc(rpc_error(grpc.StatusCode.NOT_FOUND, details), request_id="r1")

@@ -4,10 +4,11 @@ with the in-repo TCP fault proxy between the plugin and a real node."""
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 from livekit.agents import APIConnectOptions, APITimeoutError
+from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS
 from livekit.plugins import orpheus
 from support_faults import FaultProxy
 from test_plugin_server import MAX_TOKENS, TEXT, assert_frames_conform
@@ -58,3 +59,60 @@ async def test_slow_links_succeed_on_the_first_attempt(proxy: FaultProxy, rtt_ms
         events = [ev async for ev in t.synthesize(TEXT)]
     assert_frames_conform(events)
     assert errors == [] and proxy.connections == 1  # no failed handshake, no retry
+
+
+async def first_audio_then(stream: orpheus.SynthesizeStream, fault: Callable[[], None]) -> list:
+    """Every event of `stream`; `fault` runs once the first audio frame has arrived."""
+    events = []
+    async for ev in stream:
+        if not events:
+            fault()
+        events.append(ev)
+    return events
+
+
+async def test_a_stall_mid_utterance_is_a_timeout_within_the_connect_timeout(
+    proxy: FaultProxy,
+) -> None:
+    """LiveKit bounds every receive: a node that goes silent mid-utterance is an
+    APITimeoutError after conn_options.timeout (default options), not a minute of dead air."""
+    stalled_at: list[float] = []
+
+    def stall() -> None:
+        stalled_at.append(time.monotonic())
+        proxy.stall()
+
+    async with orpheus.TTS(base_url=proxy.address, max_tokens=MAX_TOKENS) as t:
+        stream = t.stream()  # DEFAULT_API_CONNECT_OPTIONS
+        stream.push_text(TEXT + " " + TEXT)
+        stream.end_input()
+        with pytest.raises(APITimeoutError, match="sent nothing"):
+            async with stream:
+                await first_audio_then(stream, stall)
+        waited = time.monotonic() - stalled_at[0]
+    proxy.resume()
+    timeout = DEFAULT_API_CONNECT_OPTIONS.timeout
+    assert timeout <= waited <= timeout + 1.0, waited
+
+
+async def test_a_reset_that_repeats_on_the_reconnect_still_completes(proxy: FaultProxy) -> None:
+    """The reset mid-utterance resumes; the resume's own connection is reset too; the
+    third connection carries the rest. The listener gets one stream of audio."""
+
+    def reset_twice() -> None:
+        proxy.faults.reset_after_downstream_bytes = 200  # the reconnect dies early too
+        proxy.on_accept = lambda n: (
+            n >= 3 and setattr(proxy.faults, "reset_after_downstream_bytes", 0)
+        )
+        proxy.reset()
+
+    async with orpheus.TTS(base_url=proxy.address, max_tokens=MAX_TOKENS) as t:
+        metrics: list[object] = []
+        t.on("metrics_collected", metrics.append)
+        stream = t.stream()
+        stream.push_text(TEXT)
+        stream.end_input()
+        async with stream:
+            events = await first_audio_then(stream, reset_twice)
+    assert_frames_conform(events)
+    assert proxy.connections >= 3

@@ -35,7 +35,11 @@ def api_error_from_grpc(error: grpc.aio.AioRpcError, *, request_id: str = "") ->
     code = error.code()
     details = error.details() or code.name
     message = f"orpheus {code.name}: {details}"
-    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED):
+    if code == grpc.StatusCode.CANCELLED:  # LiveKit's "client closed": ends without an error
+        return APIStatusError(
+            message, status_code=499, request_id=request_id or None, retryable=False
+        )
+    if code == grpc.StatusCode.UNAVAILABLE:
         return APIConnectionError(message)
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         return APITimeoutError(message)

@@ -108,5 +108,11 @@ class ResumeLedger:
             requests.append(pb.SynthesizeRequest(end_input=pb.EndInput()))
         return requests
 
+    @property
+    def awaiting_audio(self) -> bool:
+        """The server owes audio now: a flushed segment is unfinished (without a flush it may
+        be waiting for the rest of a sentence from the LLM, which can take any time)."""
+        return any(s.flushed and not s.done for s in self._segments)
+
     def _in_flight(self) -> _SentSegment | None:
         return next((s for s in self._segments if not s.done), None)

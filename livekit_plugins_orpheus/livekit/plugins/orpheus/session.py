@@ -17,6 +17,8 @@ from .proto import tts_pb2 as pb
 from .resume import ResumeLedger
 
 StartRequest = Callable[[pb.ResumeFrom | None], pb.SynthesizeRequest]
+MAX_RESUMES = 3  # per utterance: a reset that repeats on the reconnect gets more tries
+_CANCEL_WAIT_S = 1.0
 
 
 def _node_gone(error: grpc.aio.AioRpcError) -> bool:
@@ -51,7 +53,8 @@ class SynthesisSession:
         self._call: grpc.aio.StreamStreamCall | None = None
         self._index = endpoints.current
         # One address is usually a routing node: resuming there lands on another owner.
-        self._resumes_left = max(len(endpoints.addresses) - 1, 1)
+        self._resumes_left = MAX_RESUMES
+        self._flushed = asyncio.Event()  # set when the server starts to owe audio
         self._writer: asyncio.Task[None] | None = None
         self.started: pb.SessionStarted | None = None
 
@@ -77,29 +80,53 @@ class SynthesisSession:
         while True:
             assert self._call is not None
             try:
-                while (response := await self._call.read()) is not grpc.aio.EOF:
+                while (response := await self._next_response()) is not grpc.aio.EOF:
                     if self._accept(response):
                         yield response
                 return
             except grpc.aio.AioRpcError as e:
-                if not (_node_gone(e) and self._ledger.audio_received and self._resumes_left):
+                if not (_node_gone(e) and self._ledger.audio_received):
                     if _node_gone(e):
                         self._endpoints.mark_unreachable(self._index)
-                    raise api_error_from_grpc(e, request_id=self.session_id) from e
+                    raise api_error_from_grpc(e, request_id=self.session_id) from None
                 logger.warning(
                     "orpheus node %s lost mid-utterance (%s), resuming on the next node",
                     self._endpoints.addresses[self._index],
                     e.code().name,
                     extra={"session_id": self.session_id},
                 )
-                await self._resume()
+                await self._resume_somewhere(e)
+
+    async def _next_response(self) -> pb.SynthesizeResponse | object:
+        """The next message; while the server owes audio, silence longer than the connect
+        timeout is a stalled node (APITimeoutError), as LiveKit bounds every receive."""
+        assert self._call is not None
+        read = asyncio.ensure_future(self._call.read())
+        try:
+            while not self._ledger.awaiting_audio:  # waiting for the LLM: no bound
+                self._flushed.clear()
+                owed = asyncio.ensure_future(self._flushed.wait())
+                await asyncio.wait({read, owed}, return_when=asyncio.FIRST_COMPLETED)
+                owed.cancel()
+                if read.done():
+                    return read.result()
+            async with asyncio.timeout(self._connect_timeout):
+                return await read
+        except TimeoutError:
+            raise APITimeoutError(
+                f"orpheus node {self._endpoints.addresses[self._index]} sent nothing for "
+                f"{self._connect_timeout}s mid-utterance (conn_options.timeout)",
+                retryable=not self._ledger.audio_received,
+            ) from None
+        finally:
+            read.cancel()
 
     async def aclose(self) -> None:
         """Cancel the call: the server stops generating for this session."""
         if self._writer is not None:
             await aio.cancel_and_wait(self._writer)
         if self._call is not None:
-            self._call.cancel()
+            await _cancelled(self._call)
 
     def _accept(self, response: pb.SynthesizeResponse) -> bool:
         kind = response.WhichOneof("kind")
@@ -130,7 +157,7 @@ class SynthesisSession:
         except grpc.aio.AioRpcError as e:
             if e.code() == grpc.StatusCode.UNAVAILABLE:
                 self._endpoints.mark_unreachable(index)
-            raise api_error_from_grpc(e, request_id=self.session_id) from e
+            raise api_error_from_grpc(e, request_id=self.session_id) from None
         except BaseException:
             call.cancel()
             raise
@@ -150,12 +177,25 @@ class SynthesisSession:
             request.start.sampling.seed = self.started.seed
         return request
 
+    async def _resume_somewhere(self, lost: grpc.aio.AioRpcError) -> None:
+        """Resume on the next address, up to MAX_RESUMES per utterance in all: a reset that
+        repeats on the reconnect, or a next node that is down too, gets another try."""
+        while True:
+            if not self._resumes_left:
+                raise api_error_from_grpc(lost, request_id=self.session_id) from None
+            self._resumes_left -= 1
+            try:
+                await self._resume()
+                return
+            except APIConnectionError as e:  # unreachable or timed out: try the next one
+                log_extra = {"session_id": self.session_id}
+                logger.warning("orpheus resume failed (%s)", e, extra=log_extra)
+
     async def _resume(self) -> None:
         async with self._write_lock:
             assert self._call is not None
-            self._call.cancel()
+            await _cancelled(self._call)
             self._endpoints.mark_unreachable(self._index)
-            self._resumes_left -= 1
             index = self._endpoints.next_after(self._index)
             call, self.started = await self._start_on(index, resume=self._ledger.resume_from())
             try:
@@ -164,8 +204,8 @@ class SynthesisSession:
                 if self._ledger.input_ended:
                     await call.done_writing()
             except grpc.aio.AioRpcError as e:
-                call.cancel()
-                raise api_error_from_grpc(e, request_id=self.session_id) from e
+                await _cancelled(call)
+                raise api_error_from_grpc(e, request_id=self.session_id) from None
             self._call, self._index = call, index
 
     async def _write_loop(self) -> None:
@@ -174,8 +214,18 @@ class SynthesisSession:
             async with self._write_lock:
                 assert self._call is not None
                 self._ledger.record(request, segment_id)
+                if self._ledger.awaiting_audio:
+                    self._flushed.set()
                 # a failed write shows up on the read side, which resumes and replays it
                 with contextlib.suppress(grpc.aio.AioRpcError, asyncio.InvalidStateError):
                     await self._call.write(request)
                     if request.WhichOneof("kind") == "end_input":
                         await self._call.done_writing()
+
+
+async def _cancelled(call: grpc.aio.StreamStreamCall) -> None:
+    """Cancel `call` and let gRPC finish it (a bare cancel() leaves its tasks running)."""
+    call.cancel()
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(_CANCEL_WAIT_S):
+            await call.code()
