@@ -27,6 +27,7 @@ def text(t: str) -> pb.SynthesizeRequest:
 
 
 FLUSH = pb.SynthesizeRequest(flush=pb.Flush())
+END_INPUT = pb.SynthesizeRequest(end_input=pb.EndInput())
 TRAILING = [text("ok") for _ in range(6)]  # written ahead, under every limit
 KINDS = {  # refusal -> (messages before the trailing writes, status, words in its details)
     "max_segment_chars": ([text("x" * 50)], grpc.StatusCode.INVALID_ARGUMENT,
@@ -37,6 +38,8 @@ KINDS = {  # refusal -> (messages before the trailing writes, status, words in i
                     "SessionStart sent twice"),
     "empty_message": ([text("hello"), pb.SynthesizeRequest()], grpc.StatusCode.INVALID_ARGUMENT,
                       "empty SynthesizeRequest"),
+    "text_after_end_input": ([text("hello"), END_INPUT], grpc.StatusCode.INVALID_ARGUMENT,
+                             "input already ended"),
 }  # fmt: skip
 
 
