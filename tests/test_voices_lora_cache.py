@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from peft import LoraConfig, PeftModel, get_peft_model
+from peft import PeftModel
+from support_adapters import write_voice
 
 from inference_server.engine.lora_cache import (
     BASE_ADAPTER,
@@ -16,31 +17,14 @@ from inference_server.engine.lora_cache import (
 )
 from inference_server.engine.model_loading import load_causal_lm
 
-TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-
-
-def make_adapter(directory: Path, seed: int, rank: int = 8) -> Path:
-    """A LoRA adapter with random lora_B (PEFT inits it to zero) so it changes outputs."""
-    model = get_peft_model(
-        load_causal_lm("tiny-random"),
-        LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=TARGETS, lora_dropout=0.0),
-    )
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if "lora_B" in name:
-                param.copy_(torch.randn(param.shape, generator=gen) * 0.5)
-    model.save_pretrained(directory)
-    return directory
-
 
 @pytest.fixture(scope="module")
 def adapters(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("voices")
     return {
-        "ava": make_adapter(root / "ava", seed=1),
-        "bob": make_adapter(root / "bob", seed=2, rank=4),
-        "cy": make_adapter(root / "cy", seed=3),
+        "ava": write_voice(root / "ava", seed=1),
+        "bob": write_voice(root / "bob", seed=2, rank=4),
+        "cy": write_voice(root / "cy", seed=3),
     }
 
 
