@@ -11,7 +11,13 @@ from livekit.agents import APIConnectOptions, APITimeoutError
 from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS
 from livekit.plugins import orpheus
 from support_faults import FaultProxy
-from test_plugin_server import MAX_TOKENS, TEXT, assert_frames_conform
+from test_plugin_server import (
+    MAX_TOKENS,
+    TEXT,
+    Collected,
+    assert_frames_conform,
+    settle_metrics,
+)
 
 # LiveKit's window for a 2 s timeout against a node that never answers
 TIMEOUT_OPTIONS = APIConnectOptions(max_retry=0, timeout=2.0)
@@ -107,8 +113,7 @@ async def test_a_reset_that_repeats_on_the_reconnect_still_completes(proxy: Faul
         proxy.reset()
 
     async with orpheus.TTS(base_url=proxy.address, max_tokens=MAX_TOKENS) as t:
-        metrics: list[object] = []
-        t.on("metrics_collected", metrics.append)
+        collected = Collected(t)
         stream = t.stream()
         stream.push_text(TEXT)
         stream.end_input()
@@ -116,3 +121,17 @@ async def test_a_reset_that_repeats_on_the_reconnect_still_completes(proxy: Faul
             events = await first_audio_then(stream, reset_twice)
     assert_frames_conform(events)
     assert proxy.connections >= 3
+    await settle_metrics(collected, 1)
+    assert len(collected.metrics) == 1  # one segment, one metrics event, resumes or not
+    assert collected.metrics[0].request_id == events[0].request_id
+
+
+async def test_a_bandwidth_capped_link_still_delivers_every_frame(proxy: FaultProxy) -> None:
+    """LiveKit's bandwidth toxic: 64 KB/s each way, above audio's 48 KB/s."""
+    proxy.faults.bytes_per_s = 64_000
+    async with orpheus.TTS(base_url=proxy.address, max_tokens=MAX_TOKENS) as t:
+        collected = Collected(t)
+        events = [ev async for ev in t.synthesize(TEXT)]
+        await settle_metrics(collected, 1)
+    assert_frames_conform(events)
+    assert collected.errors == [] and len(collected.metrics) == 1
