@@ -27,6 +27,7 @@ from .gate import SentenceGate
 from .models import TTSModels, TTSVoices
 from .proto import tts_pb2 as pb
 from .session import SynthesisSession
+from .transcript import SpeakingRate, TranscriptAligner
 
 SAMPLE_RATE = 24000
 NUM_CHANNELS = 1
@@ -126,7 +127,7 @@ class TTS(tts.TTS):
         ``max_buffer_delay`` seconds since the oldest held text) for better prosody.
         """
         super().__init__(
-            capabilities=tts.TTSCapabilities(streaming=True),
+            capabilities=tts.TTSCapabilities(streaming=True, aligned_transcript=True),
             sample_rate=SAMPLE_RATE,
             num_channels=NUM_CHANNELS,
         )
@@ -157,6 +158,7 @@ class TTS(tts.TTS):
         )
         self._streams: weakref.WeakSet[SynthesizeStream] = weakref.WeakSet()
         self._segment_metadata: dict[tuple[str, str], OrpheusSegmentMetadata] = {}
+        self._speaking_rates: dict[str, SpeakingRate] = {}
 
     @property
     def model(self) -> str:
@@ -214,6 +216,12 @@ class TTS(tts.TTS):
         stream = SynthesizeStream(tts=self, conn_options=conn_options)
         self._streams.add(stream)
         return stream
+
+    def speaking_rate(self, voice: NotGivenOr[str] = NOT_GIVEN) -> SpeakingRate:
+        """What aligned transcripts estimate word times with, per voice (default: the
+        current one): seconds per character heard so far and the estimate's errors."""
+        voice = voice if is_given(voice) else self._opts.voice
+        return self._speaking_rates.setdefault(voice, SpeakingRate())
 
     def prewarm(self) -> None:
         """Open the channel to the primary node now, so the first utterance skips the connect."""
@@ -298,17 +306,22 @@ class ChunkedStream(tts.ChunkedStream):
             num_channels=NUM_CHANNELS,
             mime_type="audio/pcm",
         )
+        aligner = TranscriptAligner(output_emitter, self._tts.speaking_rate(self._opts.voice))
         try:
             await session.open()
             segment_id = shortuuid("seg_")
+            aligner.add_text(segment_id, self.input_text)
+            aligner.start_segment(segment_id)
             session.send_text(self.input_text, segment_id)
             session.send_flush(segment_id)
             session.send_end_input()
             async for response in session.responses():
                 kind = response.WhichOneof("kind")
-                if kind == "audio":
+                if kind == "audio" and response.audio.pcm:
+                    aligner.on_audio(response.audio)
                     output_emitter.push(response.audio.pcm)
                 elif kind == "segment_done":
+                    aligner.end_segment()
                     meta = self._tts._note_segment_done(session, "", response.segment_done)
                     self._set_token_usage(output_tokens=meta.tokens_generated)
             # no flush(): the base ends the segment and marks the real last frame final
@@ -337,6 +350,7 @@ class SynthesizeStream(tts.SynthesizeStream):
         segment_order: asyncio.Queue[str] = asyncio.Queue()
         segment_id = shortuuid("seg_")
         segment_has_text = False
+        aligner = TranscriptAligner(output_emitter, self._tts.speaking_rate(self._opts.voice))
 
         def release(text: str) -> None:
             nonlocal segment_has_text
@@ -344,6 +358,7 @@ class SynthesizeStream(tts.SynthesizeStream):
                 segment_has_text = True
                 segment_order.put_nowait(segment_id)
             self._mark_started()
+            aligner.add_text(segment_id, text)
             session.send_text(text, segment_id)
 
         gate = SentenceGate(
@@ -376,11 +391,15 @@ class SynthesizeStream(tts.SynthesizeStream):
                     if current is None:
                         current = segment_order.get_nowait()
                         output_emitter.start_segment(segment_id=current)
+                        aligner.start_segment(current)
+                    aligner.on_audio(response.audio)
                     output_emitter.push(response.audio.pcm)
                 elif kind == "segment_done":
                     if current is None:  # a segment the server found nothing to say for
                         current = segment_order.get_nowait()
                         output_emitter.start_segment(segment_id=current)
+                        aligner.start_segment(current)
+                    aligner.end_segment()
                     meta = self._tts._note_segment_done(session, current, response.segment_done)
                     self._set_token_usage(output_tokens=meta.tokens_generated)
                     output_emitter.end_segment()
