@@ -39,6 +39,7 @@ async def test_never_answering_node_times_out_within_livekits_window(proxy: Faul
             async for _ in t.synthesize(TEXT, conn_options=TIMEOUT_OPTIONS):
                 pass
         elapsed = time.monotonic() - started
+    print(f"never-answering node: APITimeoutError after {elapsed:.2f} s")
     assert LIVEKIT_WINDOW_S[0] <= elapsed <= LIVEKIT_WINDOW_S[1], elapsed
 
 
@@ -53,6 +54,7 @@ async def test_never_answering_node_times_out_for_a_stream_too(proxy: FaultProxy
                 async for _ in stream:
                     pass
         elapsed = time.monotonic() - started
+    print(f"never-answering node: APITimeoutError after {elapsed:.2f} s")
     assert LIVEKIT_WINDOW_S[0] <= elapsed <= LIVEKIT_WINDOW_S[1], elapsed
 
 
@@ -97,6 +99,7 @@ async def test_a_stall_mid_utterance_is_a_timeout_within_the_connect_timeout(
                 await first_audio_then(stream, stall)
         waited = time.monotonic() - stalled_at[0]
     proxy.resume()
+    print(f"stall mid-utterance: APITimeoutError {waited:.2f} s after the stall")
     timeout = DEFAULT_API_CONNECT_OPTIONS.timeout
     assert timeout <= waited <= timeout + 1.0, waited
 

@@ -13,8 +13,14 @@ from pathlib import Path
 import pytest
 from livekit import rtc
 from livekit.agents import Agent, AgentSession, ModelSettings, tts
-from livekit.agents.types import USERDATA_TIMED_TRANSCRIPT, TimedString
+from livekit.agents.types import (
+    DEFAULT_API_CONNECT_OPTIONS,
+    USERDATA_TIMED_TRANSCRIPT,
+    TimedString,
+)
+from livekit.agents.utils import aio
 from livekit.plugins import orpheus
+from livekit.plugins.orpheus.transcript import SpeakingRate, TranscriptAligner, split_words
 from plugin_support import ScriptedLLM as ScriptedTextSource
 from support_server import ServerProcess
 
@@ -179,3 +185,57 @@ async def test_agent_session_publishes_aligned_transcript(chunking_server) -> No
     assert [w for b in found for w in b.words] == agent.published
     assert [w.start_time for w in agent.published] == [w.start_time for b in found for w in b.words]
     assert_aligned(found, TEXT, sum(f.duration for f in agent.frames))
+
+
+async def test_each_sentence_starts_at_the_audio_position_of_its_first_audio(
+    chunking_server,
+) -> None:
+    """The acceptance at sample level: the raw responses of a real node, through the plugin's
+    own session, into the aligner and LiveKit's real AudioEmitter. Each chunk's first word
+    starts where the chunk's first audio sample sits in the stream (LiveKit's frames are up to
+    200 ms, so the test above can only place it within the frame that carries it)."""
+    t = orpheus.TTS(base_url=chunking_server.address, max_tokens=MAX_TOKENS)
+    session = t._new_session(t._opts, DEFAULT_API_CONNECT_OPTIONS)
+    await session.open()
+    session.send_text(TEXT, "seg")
+    session.send_flush("seg")
+    session.send_end_input()
+    responses = [r async for r in session.responses()]
+    await session.aclose()
+    await t.aclose()
+
+    events: aio.Chan[tts.SynthesizedAudio] = aio.Chan()
+    emitter = tts.AudioEmitter(label="strict", dst_ch=events)
+    emitter.initialize(
+        request_id="strict", sample_rate=24000, num_channels=1, mime_type="audio/pcm", stream=True
+    )
+    emitter.start_segment(segment_id="seg")
+    aligner = TranscriptAligner(emitter, SpeakingRate())
+    aligner.add_text("seg", TEXT)
+    aligner.start_segment("seg")
+    first_sample: dict[tuple[int, int], int] = {}  # text chunk -> samples before its audio
+    samples = 0
+    for r in responses:
+        if r.WhichOneof("kind") == "audio" and r.audio.pcm:
+            first_sample.setdefault((r.audio.chunk_start, r.audio.chunk_end), samples)
+            aligner.on_audio(r.audio)
+            emitter.push(r.audio.pcm)
+            samples += len(r.audio.pcm) // 2
+    aligner.end_segment()
+    emitter.end_segment()
+    emitter.end_input()
+    await emitter.join()
+    events.close()
+    words = [
+        w
+        for ev in [ev async for ev in events]
+        for w in ev.frame.userdata.get(USERDATA_TIMED_TRANSCRIPT, [])
+    ]
+    assert "".join(words) == TEXT and len(first_sample) >= 2
+    spoken, pushed = TEXT.encode(), 0
+    for (_, chunk_end), sample in sorted(first_sample.items()):
+        first_word = split_words(spoken[pushed:chunk_end].decode())[0]
+        pushed = chunk_end
+        at = sample / 24000  # where the chunk's first audio sample sits in the stream
+        starting = [w for w in words if abs(w.start_time - at) <= 0.5 / 24000]
+        assert [str(w) for w in starting] == [first_word], (at, first_word, starting)
