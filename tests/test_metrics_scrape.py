@@ -8,8 +8,8 @@ from collections.abc import Iterator
 
 import grpc
 import pytest
+from support_adapters import write_voice
 from support_server import ServerProcess
-from test_voices_lora_cache import make_adapter
 
 from inference_server.proto import tts_pb2 as pb
 from inference_server.proto import tts_pb2_grpc as pb_grpc
@@ -34,7 +34,7 @@ SERIES = (
 @pytest.fixture(scope="module")
 def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     tmp = tmp_path_factory.mktemp("metrics")
-    make_adapter(tmp / "voices" / "ava", seed=1)
+    write_voice(tmp / "voices" / "ava", seed=1)
     proc = ServerProcess(tmp / "server.log", ("--voices-dir", str(tmp / "voices")))
     proc.start()
     yield proc
