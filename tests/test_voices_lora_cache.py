@@ -127,3 +127,16 @@ async def test_broken_adapter_is_a_clear_error_and_cache_keeps_working(
     with pytest.raises(AdapterLoadError, match="broken"):
         cache.resolve(["broken"])
     assert cache.resolve(["ava", None]) == ["ava", BASE_ADAPTER]
+
+
+def test_evicting_outside_inference_mode_what_was_loaded_inside_it(tmp_path: Path) -> None:
+    """The engine loads voices inside torch.inference_mode; PEFT's delete re-activates the
+    remaining adapter (requires_grad), which torch refuses on inference tensors outside it.
+    It once killed the engine thread when a test seam evicted between steps (1 CI run in 3)."""
+    paths = {v: write_voice(tmp_path / v, seed=i) for i, v in enumerate(["ava", "bob", "cy"])}
+    cache = LoraAdapterCache(load_causal_lm("tiny-random"), 2, locate=paths.__getitem__)
+    with torch.inference_mode():
+        cache.resolve(["ava"])
+        cache.resolve(["bob"])
+    cache.resolve(["cy"])  # evicts ava, re-activating bob's inference tensors
+    assert cache.loaded() == {"bob", "cy"}

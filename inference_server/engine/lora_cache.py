@@ -281,6 +281,9 @@ class LoraAdapterCache:
             # PEFT cannot hold zero adapters: go back to the bare base model.
             self._model = self._model.unload()
         else:
-            self._model.delete_adapter(name)
+            # PEFT re-activates a remaining adapter (toggling requires_grad), which is
+            # refused on inference tensors outside inference mode, whoever evicts
+            with torch.inference_mode():
+                self._model.delete_adapter(name)
         del self._loaded[name]
         log.info("evicted LoRA voice %r", name)
