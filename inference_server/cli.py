@@ -79,6 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
     add("tls-key", d.tls_key, "PEM private key of --tls-cert", type=Path)
     add("tls-client-ca", d.tls_client_ca, "PEM CA: require client certificates (mTLS)", type=Path)
     add("metrics-port", d.metrics_port, "Prometheus /metrics port (0 = off)", type=int)
+    add(
+        "http-port",
+        d.http_port,
+        "HTTP port: OpenAI speech API, streaming WebSocket, voice playground (0 = off)",
+        type=int,
+    )
     add("capacity", d.capacity, "concurrent sessions this node admits", type=int)
     add(
         "admit-starving-ms",
@@ -180,6 +186,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         tls_key=Path(args.tls_key) if args.tls_key else None,
         tls_client_ca=Path(args.tls_client_ca) if args.tls_client_ca else None,
         metrics_port=int(args.metrics_port),
+        http_port=int(args.http_port),
         capacity=int(args.capacity),
         admit_starving_ms=float(args.admit_starving_ms),
         max_batch=int(args.max_batch),

@@ -34,6 +34,7 @@ class ServerConfig:
     tls_key: Path | None = None
     tls_client_ca: Path | None = None  # set: clients must present a certificate it signed
     metrics_port: int = 0
+    http_port: int = 0  # HTTP front door (OpenAI speech API, WebSocket, playground); 0 = off
     capacity: int = 32  # concurrent sessions admitted
     admit_starving_ms: float = DEFAULT_STARVING_MS  # 0 = admit on capacity alone
     max_batch: int = 64
