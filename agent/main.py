@@ -21,7 +21,7 @@ from livekit.agents import AgentSession, JobContext, JobProcess, WorkerOptions, 
 from livekit.agents.voice.speech_handle import SpeechHandle
 from livekit.plugins import silero
 
-from agent.config import AgentConfig
+from agent.config import AgentConfig, SettingsError
 from agent.latency import TurnLatencyTracker
 from agent.personas import Persona, PersonaError, load_personas, select_persona
 from agent.pipeline import PersonaAgent, build_session, build_stt, turn_handling
@@ -41,7 +41,7 @@ def _load_dotenv() -> None:
 def persona_for_room(
     config: AgentConfig, personas: dict[str, Persona], metadata: str | None
 ) -> Persona:
-    """Room (or job) metadata `{"persona": "tutor"}` picks the persona; else PERSONA."""
+    """Room (or job) metadata `{"persona": "tutor"}` picks the persona; else AGENT_PERSONA."""
     requested = None
     if metadata:
         try:
@@ -72,13 +72,13 @@ async def entrypoint(ctx: JobContext) -> None:
     vad_model = ctx.proc.userdata["vad"]
     session = build_session(config, persona, vad_model=vad_model, stt_model=build_stt(config))
     session.tts.prewarm()
-    tracker = TurnLatencyTracker(budget_s=config.budget_s)
+    tracker = TurnLatencyTracker(budget_s=config.first_audio_budget)
     tracker.attach(session)
 
     await session.start(agent=PersonaAgent(persona), room=ctx.room)
     if _console_text_mode():
         # the framework's text mode drops audio output; keep the TTS running into WAVs
-        wav_dir = config.wav_dir or Path("agent-turns")
+        wav_dir = config.wav_dir
         session.output.audio = TurnAudioSink(wav_dir=wav_dir, realtime=False)
         logger.info("text mode: each agent turn is written to %s/turn-NNN.wav", wav_dir)
 
@@ -92,13 +92,13 @@ def _console_text_mode() -> bool:
 
 async def run_text_mode(config: AgentConfig, persona: Persona) -> None:
     """A session with no room, microphone or VAD: stdin lines are the user's turns."""
-    wav_dir = config.wav_dir or Path("agent-turns")
+    wav_dir = config.wav_dir
     options = turn_handling(config)
     options["turn_detection"] = "manual"  # typed turns: nothing to detect
     session = build_session(config, persona, vad_model=None, stt_model=None, turn_options=options)
     sink = TurnAudioSink(wav_dir=wav_dir, realtime=False)
     session.output.audio = sink
-    tracker = TurnLatencyTracker(budget_s=config.budget_s)
+    tracker = TurnLatencyTracker(budget_s=config.first_audio_budget)
     tracker.attach(session)
     speech = SpeechTracker(session)
     print(f"{persona.name} ({persona.voice}); audio of each turn goes to {wav_dir}/")
@@ -144,7 +144,10 @@ def _prompt() -> str | None:
 
 def main() -> None:
     _load_dotenv()
-    config = AgentConfig.from_env()
+    try:
+        config = AgentConfig.from_env()
+    except SettingsError as e:
+        sys.exit(f"agent: bad environment (see agent/.env.example):\n{e}")
     try:
         personas = load_personas(config.personas_dir)  # fail fast, before any worker starts
         select_persona(personas, None, config.persona)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from livekit.agents import NOT_GIVEN, Agent, AgentSession, llm, stt, tts, vad
 from livekit.agents.voice.turn import TurnHandlingOptions
 from livekit.plugins import openai, orpheus
+from pydantic import SecretStr
 
 from .config import MIN_INTERRUPTION_S, AgentConfig
 from .personas import Persona
@@ -44,14 +45,19 @@ def turn_handling(config: AgentConfig) -> TurnHandlingOptions:
 
 def build_tts(config: AgentConfig, persona: Persona) -> orpheus.TTS:
     """Orpheus with the persona's voice; the plugin buffers two sentences before speaking."""
-    return orpheus.TTS(base_url=config.orpheus_url, voice=persona.voice, model=config.orpheus_model)
+    return orpheus.TTS(
+        base_url=config.tts_url,
+        voice=persona.voice,
+        model=config.tts_model,
+        api_key=_secret(config.tts_api_key),
+    )
 
 
 def build_llm(config: AgentConfig, persona: Persona) -> openai.LLM:
     return openai.LLM(
         model=persona.llm_model or config.llm_model,
         base_url=config.openai_base_url or None,
-        api_key=config.openai_api_key or None,
+        api_key=_secret(config.openai_api_key) or None,
     )
 
 
@@ -62,9 +68,13 @@ def build_stt(config: AgentConfig) -> openai.STT:
         model=config.stt_model,
         language=config.stt_language,
         base_url=config.openai_base_url or None,
-        api_key=config.openai_api_key or None,
+        api_key=_secret(config.openai_api_key) or None,
         use_realtime=False,
     )
+
+
+def _secret(value: SecretStr | None) -> str:
+    return value.get_secret_value() if value is not None else ""
 
 
 def build_session(

@@ -12,8 +12,8 @@ COPY pyproject.toml docker/pyproject_requirements.py /tmp/build/
 COPY livekit_plugins_orpheus/pyproject.toml /tmp/build/plugin/pyproject.toml
 RUN { python /tmp/build/pyproject_requirements.py /tmp/build/plugin/pyproject.toml; \
       python /tmp/build/pyproject_requirements.py /tmp/build/pyproject.toml agent \
-        | grep -E '^(livekit|python-dotenv|pyyaml)'; echo "pyyaml>=6"; } \
-      > /tmp/build/requirements.txt \
+        | grep -E '^(livekit|python-dotenv|pyyaml|pydantic-settings)'; echo "pyyaml>=6"; } \
+      | sort -u > /tmp/build/requirements.txt \
  && pip install --no-cache-dir -r /tmp/build/requirements.txt
 
 COPY livekit_plugins_orpheus ./livekit_plugins_orpheus

@@ -217,7 +217,7 @@ def test_compose_file_parses_and_references_resolve() -> None:
         health = svc.get("healthcheck", {})
         assert health.get("disable") or health["test"][0] == "CMD"
     assert services["agent"]["command"] == ["text"]
-    assert services["agent"]["environment"]["ORPHEUS_URL"] == "router:50051"
+    assert services["agent"]["environment"]["ORPHEUS_BASE_URL"] == "router:50051"
     node_env = services["node1"]["environment"]
     stop_grace = int(services["node1"]["stop_grace_period"].removesuffix("s"))
     assert stop_grace > float(node_env["ORPHEUS_DRAIN_GRACE"])

@@ -76,7 +76,7 @@ async def test_greeting_two_turns_and_interruption(
     # set_level also sets the capture handler's level: the INFO one goes last
     caplog.set_level(logging.WARNING, logger="livekit.agents")  # where deprecations are logged
     caplog.set_level(logging.INFO, logger="orpheus-agent.latency")
-    config = AgentConfig(orpheus_url=inference_server.address)
+    config = AgentConfig(tts_url=inference_server.address)
     persona = load_persona(persona_file)
     stt, llm = ScriptedSTT(), ScriptedLLM(REPLIES, tokens_per_second=40.0, ttft=0.15)
     options = turn_handling(config)
@@ -93,7 +93,7 @@ async def test_greeting_two_turns_and_interruption(
     sink = TurnAudioSink(wav_dir=tmp_path / "wav", realtime=True)
     session.input.audio = SilentMicrophone()
     session.output.audio = sink
-    tracker = TurnLatencyTracker(budget_s=config.budget_s)
+    tracker = TurnLatencyTracker(budget_s=config.first_audio_budget)
     tracker.attach(session)
     speech = SpeechTracker(session)
     replies: dict[str, llm_api.MetricsReport] = {}  # the framework's own metrics, by speech
