@@ -5,9 +5,12 @@ from __future__ import annotations
 import contextvars
 import logging
 
+from pythonjsonlogger.json import JsonFormatter
+
 LOG_FORMAT = (
     "%(asctime)s %(levelname)s %(name)s session=%(session_id)s voice=%(voice)s: %(message)s"
 )
+JSON_FIELDS = ["asctime", "levelname", "name", "session_id", "voice", "message"]
 
 _session: contextvars.ContextVar[tuple[str, str]] = contextvars.ContextVar(
     "orpheus_session", default=("-", "-")
@@ -25,8 +28,12 @@ class SessionLogFilter(logging.Filter):
         return True
 
 
-def configure_logging(level: str) -> None:
+def configure_logging(level: str, log_format: str = "text") -> None:
+    """Text lines, or (`json`) one JSON object per line for log collectors."""
     handler = logging.StreamHandler()
     handler.addFilter(SessionLogFilter())
-    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    if log_format == "json":
+        handler.setFormatter(JsonFormatter(JSON_FIELDS, rename_fields={"levelname": "level"}))
+    else:
+        handler.setFormatter(logging.Formatter(LOG_FORMAT))
     logging.basicConfig(level=level.upper(), handlers=[handler], force=True)

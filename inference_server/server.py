@@ -304,8 +304,8 @@ async def serve(config: ServerConfig) -> int:
         loop.add_signal_handler(sig, stop.set)
     print(f"orpheus-server listening on {config.host}:{config.port}", flush=True)
     await stop.wait()
-    log.info("draining: %d live sessions, grace %.0fs", len(node.state.live), config.drain_grace_s)
-    cut = await node.drain(config.drain_grace_s)
+    log.info("draining: %d live sessions, grace %.0fs", len(node.state.live), config.drain_grace)
+    cut = await node.drain(config.drain_grace)
     await node.stop()
     if cut:
         log.warning("drain grace expired with %d live sessions", cut)

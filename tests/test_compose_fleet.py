@@ -175,7 +175,7 @@ async def test_compose_fleet_synthesizes_through_router(compose_fleet) -> None:
     fleet = compose_fleet
     router = fleet["router"]
     assert "--role" in router.args and router.args[router.args.index("--role") + 1] == "router"
-    key = fleet["router"].env["ORPHEUS_API_KEYS"].split(",")[0]
+    key = fleet["router"].env["ORPHEUS_ACCEPTED_API_KEYS"].split(",")[0]
     auth = (("authorization", f"Bearer {key}"),)
 
     with pytest.raises(grpc.aio.AioRpcError) as refused:  # the compose fleet has API keys

@@ -115,7 +115,7 @@ def test_nodes_identity_probes_and_drain(overlay: str) -> None:
         assert container["securityContext"]["allowPrivilegeEscalation"] is False
         assert pod["securityContext"]["runAsNonRoot"] is True
         secrets = {e["name"] for e in env.values() if "secretKeyRef" in e.get("valueFrom", {})}
-        assert secrets == {"ORPHEUS_API_KEYS", "ORPHEUS_CLUSTER_SECRET"}
+        assert secrets == {"ORPHEUS_ACCEPTED_API_KEYS", "ORPHEUS_CLUSTER_SECRET"}
     secret = find(docs, "Secret", "orpheus-secrets")
     assert all(v.startswith("REPLACE-ME") for v in secret["stringData"].values())
 

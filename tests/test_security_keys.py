@@ -101,7 +101,7 @@ def test_public_host_needs_keys_or_explicit_override() -> None:
 
 
 def test_cli_refuses_a_public_host_without_keys() -> None:
-    env = {k: v for k, v in os.environ.items() if k != "ORPHEUS_API_KEYS"}
+    env = {k: v for k, v in os.environ.items() if k != "ORPHEUS_ACCEPTED_API_KEYS"}
     proc = subprocess.run(
         [sys.executable, "-m", "inference_server", "--host", "0.0.0.0", "--port", "1"],
         cwd=ROOT,

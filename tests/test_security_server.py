@@ -239,3 +239,39 @@ def test_refusals_are_counted_on_metrics(node: Node) -> None:
     assert metrics.get('orpheus_refused_calls_total{reason="auth"}', 0) >= 5
     assert metrics.get('orpheus_refused_calls_total{reason="max_sessions_per_key"}', 0) >= 1
     assert metrics.get('orpheus_refused_calls_total{reason="max_segment_chars"}', 0) >= 1
+
+
+async def health_over(node: Node, ca_pem: bytes) -> int:
+    """The health status over a fresh TLS connection trusting only `ca_pem`."""
+    creds = grpc.ssl_channel_credentials(root_certificates=ca_pem)
+    async with grpc.aio.secure_channel(node.proc.address, creds) as channel:
+        reply = await health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(), timeout=10
+        )
+    return reply.status
+
+
+async def test_a_rotated_certificate_is_served_to_new_connections(
+    node: Node, tmp_path: Path
+) -> None:
+    """Last in the module: the node serves the new certificate from here on."""
+    old = node.pki
+    live = node.channel()  # shakes hands before the rotation and keeps its certificate
+    await pb_grpc.TTSStub(live).ListVoices(pb.ListVoicesRequest(), metadata=bearer("key-a"))
+    new = make_pki(tmp_path)
+    for source, target in ((new.server_key, old.server_key), (new.server_cert, old.server_cert)):
+        staged = target.with_suffix(".next")
+        staged.write_bytes(source.read_bytes())
+        os.replace(staged, target)  # what a Kubernetes secret volume's symlink swap amounts to
+    node.pki = SelfSignedPki(new.ca_cert, old.server_cert, old.server_key)
+
+    assert await health_over(node, new.ca_pem) == health_pb2.HealthCheckResponse.SERVING
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await health_over(node, old.ca_pem)  # the old CA no longer vouches for the node
+    assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+    voices = await pb_grpc.TTSStub(live).ListVoices(
+        pb.ListVoicesRequest(), metadata=bearer("key-a")
+    )
+    assert voices.voices and node.proc.alive()
+    await live.close()
+    assert "TLS certificate reloaded" in node.proc.log()

@@ -16,7 +16,7 @@ import torch
 from safetensors.numpy import load_file
 from safetensors.torch import save_file
 
-from inference_server.cli import build_parser, config_from_args
+from inference_server.cli import parse_settings
 from inference_server.config import ServerConfig
 from inference_server.engine.base import SamplingConfig
 from inference_server.engine.model_loading import bundled_tokenizer_file
@@ -46,7 +46,7 @@ def write_adapter(directory: Path) -> None:
 
 def server_flags(*flags: str) -> ServerConfig:
     """Flags parsed by the real `orpheus-server` command line."""
-    return config_from_args(build_parser().parse_args(["--engine", "vllm", *flags]))
+    return parse_settings(["--engine", "vllm", *flags])
 
 
 def test_vllm_is_not_installed_and_the_module_imports_without_it() -> None:
@@ -107,7 +107,7 @@ def test_defaults_follow_the_device_fp8_on_cuda_none_on_cpu() -> None:
     ("flags", "message"),
     [
         (("--quantization", "fp8"), r"--quantization fp8 needs a CUDA GPU"),
-        (("--quantization", "int3"), r"--quantization must be auto, fp8 or none"),
+        (("--quantization", "int3"), r"--quantization 'int3': Input should be 'auto', 'fp8' or 'none'"),
         (("--device", "cuda"), r"--device cuda: no CUDA device"),
     ],
 )
@@ -119,7 +119,7 @@ def test_choices_this_machine_cannot_run_name_the_flag(flags: tuple, message: st
 def test_explicit_fp8_on_cpu_is_refused_by_the_command_line(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "inference_server", "--engine", "vllm", "--quantization", "fp8",
-         "--device", "cpu", "--port", "0"],
+         "--device", "cpu"],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert result.returncode == 2

@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import time
 from pathlib import Path
 
 log = logging.getLogger(__name__)
-
-API_KEYS_ENV = "ORPHEUS_API_KEYS"  # comma-separated keys, for deployments without a key file
 
 
 def key_digest(key: str) -> bytes:
@@ -57,10 +54,6 @@ class ApiKeyStore:
             if not path.is_file():
                 raise FileNotFoundError(f"--api-keys-file {path} does not exist")
             self._reload()
-
-    @classmethod
-    def from_env(cls, path: Path | None, **kw: float) -> ApiKeyStore:
-        return cls(path, os.environ.get(API_KEYS_ENV, ""), **kw)
 
     @property
     def enabled(self) -> bool:

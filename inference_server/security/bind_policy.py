@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import ipaddress
 
-from .api_keys import API_KEYS_ENV
-
 
 def is_loopback(host: str) -> bool:
     if host == "localhost":
@@ -21,7 +19,8 @@ def bind_refusal(host: str, keys_configured: bool, allow_unauthenticated: bool) 
     if keys_configured or allow_unauthenticated or is_loopback(host):
         return None
     return (
-        f"--host {host} is not loopback and no API keys are configured "
-        f"(--api-keys-file or {API_KEYS_ENV}); refusing to serve an open TTS node. "
-        "Configure keys, bind 127.0.0.1, or pass --allow-unauthenticated."
+        f"--host (ORPHEUS_HOST) {host} is not loopback and no API keys are configured "
+        "(--api-keys-file or ORPHEUS_ACCEPTED_API_KEYS); refusing to serve an open TTS node. "
+        "Configure keys, bind 127.0.0.1, or pass --allow-unauthenticated "
+        "(ORPHEUS_ALLOW_UNAUTHENTICATED=true)."
     )

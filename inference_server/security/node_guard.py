@@ -11,7 +11,7 @@ from prometheus_client import CollectorRegistry, Counter
 from .api_keys import ApiKeyStore
 from .auth_interceptor import Authenticator, AuthInterceptor
 from .limits_interceptor import SessionLimitsInterceptor
-from .tls import server_credentials
+from .tls import ReloadingCertificate
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +23,7 @@ class NodeGuard:
         self,
         *,
         api_keys_file: Path | None = None,
+        accepted_api_keys: str = "",
         cluster_secret: str = "",
         tls_cert: Path | None = None,
         tls_key: Path | None = None,
@@ -34,7 +35,7 @@ class NodeGuard:
     ) -> None:
         if (tls_cert is None) != (tls_key is None):
             raise ValueError("--tls-cert and --tls-key go together")
-        self.keys = ApiKeyStore.from_env(api_keys_file)
+        self.keys = ApiKeyStore(api_keys_file, accepted_api_keys)
         self.authenticator = Authenticator(self.keys, cluster_secret)
         self.refused = Counter(
             "orpheus_refused_calls",
@@ -48,13 +49,16 @@ class NodeGuard:
             max_segment_chars,
             on_refused=lambda reason: self.refused.labels(reason).inc(),
         )
-        self._tls = (tls_cert, tls_key, tls_client_ca) if tls_cert is not None else None
+        self._tls = (
+            ReloadingCertificate(tls_cert, tls_key, tls_client_ca) if tls_cert is not None else None
+        )
 
     @classmethod
     def from_config(cls, cfg: object, registry: CollectorRegistry | None = None) -> NodeGuard:
         """The guard described by a `ServerConfig`."""
         return cls(
             api_keys_file=cfg.api_keys_file,
+            accepted_api_keys=cfg.accepted_api_keys,
             cluster_secret=cfg.cluster_secret,
             tls_cert=cfg.tls_cert,
             tls_key=cfg.tls_key,
@@ -77,7 +81,7 @@ class NodeGuard:
     def add_port(self, server: grpc.aio.Server, address: str) -> int:
         """Bind `address` (TLS when configured); logs how callers are authenticated."""
         if self._tls is not None:
-            bound = server.add_secure_port(address, server_credentials(*self._tls))
+            bound = server.add_secure_port(address, self._tls.credentials())
         else:
             bound = server.add_insecure_port(address)
         if bound == 0:
