@@ -81,7 +81,6 @@ class AgentConfig(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
         env_ignore_empty=True,  # `AGENT_PERSONA=` means "the default", as before
-        str_strip_whitespace=True,
         frozen=True,
         extra="forbid",
         populate_by_name=True,  # AgentConfig(tts_url=...) in code and tests
@@ -157,6 +156,18 @@ class AgentConfig(BaseSettings):
         validation_alias="AGENT_NAME",
         description="set for explicit dispatch instead of joining every room",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _strip(cls, data: object) -> object:
+        """Blanks around a value are not part of it; a blank value means the default."""
+        if not isinstance(data, dict):
+            return data
+        return {
+            k: v.strip() if isinstance(v, str) else v
+            for k, v in data.items()
+            if not (isinstance(v, str) and not v.strip())
+        }
 
     @model_validator(mode="after")
     def _endpointing_order(self) -> AgentConfig:
