@@ -159,6 +159,7 @@ class InferenceNode:
         self._closers: list = []
         self.probes = Probes(self.state, config.capacity)  # /healthz, /readyz
         self.probe_server: ProbeServer | None = None
+        self.http = None  # http.HttpFrontDoor when --http-port is set
 
     async def start(self) -> None:
         if self.config.role != "router":
@@ -191,9 +192,16 @@ class InferenceNode:
         self.state.add_load_listener(self._health_for_load)
         self.guard = NodeGuard.from_config(cfg, self.metrics.registry)
         self.server = self._grpc_server()
+        if cfg.http_port:  # the HTTP API calls this node through a private unix socket
+            from .http import HttpFrontDoor
+
+            self.http = HttpFrontDoor.from_config(cfg)
+            self.http.attach(self.server)
         await self.server.start()
         if self.fleet is not None:
             await self.fleet.start()
+        if self.http is not None:
+            await self.http.start()
         await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
         await self.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
         self.probes.loading = False
@@ -275,6 +283,8 @@ class InferenceNode:
         return cut
 
     async def stop(self, grace_s: float = 1.0) -> None:
+        if self.http is not None:
+            await self.http.stop(grace_s)
         if self.server is not None:
             await self.server.stop(grace_s)
         if self.fleet is not None:
