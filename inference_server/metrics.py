@@ -47,6 +47,20 @@ class NodeMetrics:
         """Expose the engine's LoRA cache hit/miss counts (read at scrape time)."""
         self.registry.register(_LoraCacheCollector(read))
 
+    def watch_streams(self, read: Callable[[], object]) -> None:
+        """Expose how many streams play and starve (service/admission.py's StreamLoad)."""
+        playing = Gauge(
+            "orpheus_streams_playing", "Sessions past their first audio", registry=self.registry
+        )
+        starving = Gauge(
+            "orpheus_streams_starving",
+            "Playing sessions whose listener has waited for audio longer than "
+            "--admit-starving-ms (the stream fell behind real time)",
+            registry=self.registry,
+        )
+        playing.set_function(lambda: read().playing)
+        starving.set_function(lambda: read().starving)
+
     def serve(self, port: int, host: str = "0.0.0.0") -> None:
         """Expose /metrics over HTTP on `port`."""
         start_http_server(port, addr=host, registry=self.registry)

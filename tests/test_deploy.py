@@ -20,6 +20,7 @@ from prometheus_client import CollectorRegistry
 
 from inference_server.metrics import NodeMetrics
 from inference_server.security.node_guard import NodeGuard
+from inference_server.service.admission import StreamLoad
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
@@ -61,6 +62,7 @@ def exported_series() -> set[str]:
     """Every sample name a node's /metrics can show (its registry and the node guard's)."""
     metrics = NodeMetrics()
     metrics.watch_lora_cache(lambda: {"hits": 1, "misses": 1})
+    metrics.watch_streams(lambda: StreamLoad(playing=1, starving=0))
     NodeGuard(registry=metrics.registry).refused.labels("auth").inc()
     metrics.sessions.labels("OK").inc()
     registry: CollectorRegistry = metrics.registry

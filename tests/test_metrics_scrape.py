@@ -25,6 +25,8 @@ SERIES = (
     "orpheus_live_sessions",
     "orpheus_engine_live_requests",
     "orpheus_engine_queue_depth",
+    "orpheus_streams_playing",
+    "orpheus_streams_starving",
     "orpheus_lora_cache_total",
     "orpheus_proxy_hops_total",
     "orpheus_sessions_total",

@@ -18,6 +18,12 @@ from ..session.playback import PlaybackClock
 
 
 @dataclass(frozen=True, slots=True)
+class StreamLoad:
+    playing: int  # streams past their first audio
+    starving: int  # of those, listeners waiting for audio longer than starving_ms
+
+
+@dataclass(frozen=True, slots=True)
 class AdmissionPolicy:
     capacity: int  # concurrent sessions
     starving_ms: float = DEFAULT_STARVING_MS  # 0 = admit on capacity alone
@@ -30,10 +36,15 @@ class AdmissionPolicy:
             )
         if self.starving_ms <= 0:
             return
-        playing = [clock for clock in clocks if clock.playing]
-        starving = sum(clock.starving_ms() > self.starving_ms for clock in playing)
-        if starving and 2 * starving >= len(playing):
+        load = self.load(clocks)
+        if load.starving and 2 * load.starving >= load.playing:
             raise Overloaded(
-                f"node is behind real time ({starving} of {len(playing)} playing streams "
+                f"node is behind real time ({load.starving} of {load.playing} playing streams "
                 f"have waited over {self.starving_ms:.0f} ms for audio); retry on another node",
             )
+
+    def load(self, clocks: Collection[PlaybackClock]) -> StreamLoad:
+        """How many streams play, and how many of them leave their listener waiting."""
+        playing = [clock for clock in clocks if clock.playing]
+        threshold = self.starving_ms or DEFAULT_STARVING_MS
+        return StreamLoad(len(playing), sum(c.starving_ms() > threshold for c in playing))

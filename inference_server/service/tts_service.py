@@ -76,6 +76,7 @@ class TTSService(pb_grpc.TTSServicer):
         self._metrics = metrics or NodeMetrics()
         self.state = state or NodeState()  # draining, live sessions: shared with the fleet
         self.state.add_load_listener(self._metrics.live_sessions.set)
+        self._metrics.watch_streams(lambda: self._admission.load(self._playback_clocks()))
 
     async def Synthesize(
         self,
@@ -197,10 +198,13 @@ class TTSService(pb_grpc.TTSServicer):
             )
         return first.start
 
+    def _playback_clocks(self) -> list:
+        return [session.playback for session in self.state.live.values()]
+
     def _open(self, start: pb.SessionStart) -> SynthesisSession:
         if self.state.draining:
             raise E.Unavailable("node is draining; retry on another node")
-        self._admission.check([session.playback for session in self.state.live.values()])
+        self._admission.check(self._playback_clocks())
         if start.model and start.model != self._identity.model_name:
             raise E.NotFound(
                 f"model {start.model!r} is not served here; this node serves "
