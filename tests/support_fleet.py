@@ -28,17 +28,22 @@ class Fleet:
     workdir: Path
     size: int = 3
     extra_args: tuple[str, ...] = ()
+    http: bool = False  # each node also serves its HTTP API (--http-port) on a free port
     redis: RedisServer = field(init=False)
     nodes: list[ServerProcess] = field(default_factory=list, init=False)
+    http_ports: list[int] = field(default_factory=list, init=False)
 
     def start(self) -> Fleet:
         self.redis = RedisServer(self.workdir).start()
         for i in range(self.size):
             port = free_port()
+            if self.http:
+                self.http_ports.append(free_port())
+            http_args = ("--http-port", str(self.http_ports[i])) if self.http else ()
             args = (
                 "--redis-url", self.redis.url, "--node-id", f"n{i}",
                 "--advertise", f"127.0.0.1:{port}", "--max-chunk-chars", str(MAX_CHUNK_CHARS),
-                "--drain-grace", "60", *self.extra_args,
+                "--drain-grace", "60", *http_args, *self.extra_args,
             )  # fmt: skip
             self.nodes.append(ServerProcess(self.workdir / f"n{i}.log", args, port=port))
         self.ensure_running()
@@ -79,6 +84,9 @@ class Fleet:
         client = redis.Redis(port=self.redis.port)
         client.set(f"orpheus:session:{session_id}", self.node_id(node), px=60_000)
         client.close()
+
+    def http_url(self, node: ServerProcess) -> str:
+        return f"http://127.0.0.1:{self.http_ports[self.nodes.index(node)]}"
 
     def node_id(self, node: ServerProcess) -> str:
         return f"n{self.nodes.index(node)}"
