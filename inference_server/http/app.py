@@ -7,7 +7,6 @@ import logging
 import time
 from pathlib import Path
 
-import grpc
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
@@ -17,7 +16,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 from ..proto import tts_pb2 as pb
-from .errors import HttpError, ParamError, http_error
+from .errors import HttpError, ParamError, http_error_listing_voices
 from .node_client import NodeClient
 from .speech import (
     SpeechFigures,
@@ -101,19 +100,10 @@ class Routes:
         await serve_stream(ws, self.node)
 
     async def _error(self, exc: BaseException, request: Request) -> Response:
-        err = http_error(exc)
-        if err.code == "voice_not_found":
-            await self._add_voice_list(err, request)
+        auth = _auth(request)
+        err = await http_error_listing_voices(exc, lambda: self.node.voice_names(auth))
         log.info("%s %s: %d %s", request.method, request.url.path, err.status, err.message)
         return error_response(err)
-
-    async def _add_voice_list(self, err: HttpError, request: Request) -> None:
-        """An unknown voice's 404 lists the voices this node offers (error.voices)."""
-        try:
-            voices = await self.node.list_voices(_auth(request))
-        except grpc.aio.AioRpcError:
-            return  # the message from the node already names them
-        err.extra["voices"] = sorted({v.name for v in voices})
 
 
 def error_response(err: HttpError) -> JSONResponse:

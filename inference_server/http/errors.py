@@ -12,8 +12,10 @@ only "internal error (ref ...)": the stack trace stays in the node's log.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import uuid
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
 import grpc
@@ -100,6 +102,17 @@ def http_error(exc: BaseException) -> HttpError:
     if code == grpc.StatusCode.NOT_FOUND:
         param, error_code = _not_found_param(details)
     return HttpError(status, details, kind, error_code, param)
+
+
+async def http_error_listing_voices(
+    exc: BaseException, voice_names: Callable[[], Awaitable[Iterable[str]]]
+) -> HttpError:
+    """`http_error(exc)`; an unknown voice's error also lists the voices (error.voices)."""
+    err = http_error(exc)
+    if err.code == "voice_not_found":
+        with contextlib.suppress(grpc.aio.AioRpcError):  # the message names them too
+            err.extra["voices"] = sorted(set(await voice_names()))
+    return err
 
 
 def _not_found_param(details: str) -> tuple[str | None, str]:

@@ -92,6 +92,9 @@ class NodeClient:
         )
         return list(reply.voices)
 
+    async def voice_names(self, authorization: str | None) -> list[str]:
+        return [voice.name for voice in await self.list_voices(authorization)]
+
 
 def _metadata(authorization: str | None) -> tuple[tuple[str, str], ...]:
     return ((AUTH_METADATA, authorization),) if authorization else ()

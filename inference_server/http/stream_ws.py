@@ -38,7 +38,7 @@ from typing import Any
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from ..proto import tts_pb2 as pb
-from .errors import HttpError, ParamError, http_error
+from .errors import HttpError, ParamError, http_error_listing_voices
 from .gate import SentenceGate
 from .marks import SentenceMarks
 from .node_client import NodeClient, NodeSession
@@ -57,6 +57,7 @@ class _Ended(Exception):
 async def serve_stream(ws: WebSocket, node: NodeClient) -> None:
     await ws.accept()
     session: NodeSession | None = None
+    authorization = ws.headers.get("authorization")
     try:
         start, gate_options, authorization = await _read_start(ws)
         session = await node.open(
@@ -79,7 +80,9 @@ async def serve_stream(ws: WebSocket, node: NodeClient) -> None:
     except (_Ended, WebSocketDisconnect):
         pass  # the client left: its session is cancelled below
     except Exception as exc:
-        await _fail(ws, http_error(exc))
+        await _fail(
+            ws, await http_error_listing_voices(exc, lambda: node.voice_names(authorization))
+        )
     finally:
         if session is not None:
             session.cancel()
