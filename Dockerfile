@@ -22,6 +22,8 @@ RUN pip install --no-cache-dir --no-deps . \
  && useradd --uid 10001 --create-home --shell /usr/sbin/nologin orpheus
 
 # Weights are mounted at /models (README "Real weights"); the server never downloads.
+# Listening on 0.0.0.0 needs API keys: mount a key file and set ORPHEUS_API_KEYS_FILE, or set
+# ORPHEUS_ACCEPTED_API_KEYS; without either the node exits 2 naming these variables.
 ENV ORPHEUS_HOST=0.0.0.0 \
     ORPHEUS_ENGINE=vllm \
     ORPHEUS_DEVICE=cuda \

@@ -25,6 +25,8 @@ COPY pyproject.toml README.md ./
 COPY inference_server ./inference_server
 RUN pip install --no-cache-dir --no-deps .
 
+# Listening on 0.0.0.0 needs API keys: mount a key file and set ORPHEUS_API_KEYS_FILE, or set
+# ORPHEUS_ACCEPTED_API_KEYS; without either the node exits 2 naming these variables.
 ENV ORPHEUS_HOST=0.0.0.0 \
     ORPHEUS_ENGINE=torch \
     ORPHEUS_DEVICE=cpu \
