@@ -1,30 +1,74 @@
 """WS /v1/audio/stream with a raw WebSocket client (the `websockets` library): text streamed
-in pieces as an LLM would, audio and per-sentence marks back, errors as JSON then a close."""
+in pieces as an LLM would, audio and per-sentence marks back, errors as JSON then a close.
+
+The node has API keys and TLS on its gRPC port: the front door still reaches it (over its
+private unix socket), serves wss:// with the node's certificate, and the key travels in
+session.start as a browser must send it (a browser WebSocket cannot set headers).
+"""
 
 from __future__ import annotations
 
 import itertools
 import json
+import ssl
+import time
+import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import pytest
 from support_server import ServerProcess, free_port
-from websockets.asyncio.client import ClientConnection, connect
+from tls_support import make_pki
+from websockets.asyncio.client import ClientConnection
+from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosedError
 
+KEY = "ws-test-key"
 # Only a flush or `end` opens the gate early: no timer fires within a test.
-START = {"type": "session.start", "voice": "tara", "max_tokens": 28, "seed": 7,
-         "max_buffer_delay_ms": 60_000}  # fmt: skip
+START = {"type": "session.start", "voice": "tara", "api_key": KEY, "max_tokens": 28,
+         "seed": 7, "max_buffer_delay_ms": 60_000}  # fmt: skip
 BYTES_PER_MS = 48  # 24 kHz s16le mono
 
 
+@dataclass(frozen=True)
+class Node:
+    https: str
+    tls: ssl.SSLContext
+
+
 @pytest.fixture(scope="module")
-def url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
+    tmp = tmp_path_factory.mktemp("ws")
+    (tmp / "keys").write_text(f"{KEY}\n")
+    pki = make_pki(tmp)
     port = free_port()
-    log = tmp_path_factory.mktemp("ws") / "server.log"
-    server = ServerProcess(log, ("--http-port", str(port))).start()
-    yield f"ws://127.0.0.1:{port}/v1/audio/stream"
+    args = ("--http-port", str(port), "--api-keys-file", str(tmp / "keys"),
+            "--tls-cert", str(pki.server_cert), "--tls-key", str(pki.server_key))  # fmt: skip
+    server = ServerProcess(tmp / "server.log", args).start(wait=False)
+    _wait_ready(server)
+    yield Node(f"https://127.0.0.1:{port}", ssl.create_default_context(cafile=pki.ca_cert))
     server.stop()
+
+
+def _wait_ready(server: ServerProcess, timeout_s: float = 180.0) -> None:
+    """Until /readyz on the metrics port says 200 (the gRPC port speaks only TLS)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        assert server.alive(), server.log()
+        try:
+            url = f"http://127.0.0.1:{server.metrics_port}/readyz"
+            with urllib.request.urlopen(url, timeout=1) as reply:
+                if reply.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise TimeoutError(server.log())
+
+
+def connect(node: Node) -> ws_connect:
+    url = node.https.replace("https://", "wss://") + "/v1/audio/stream"
+    return ws_connect(url, ssl=node.tls)
 
 
 async def send(ws: ClientConnection, *messages: dict) -> None:
@@ -48,8 +92,8 @@ def texts(*pieces: str) -> list[dict]:
     return [{"type": "text", "text": piece} for piece in pieces]
 
 
-async def test_text_in_pieces_is_spoken_in_order_with_sentence_marks(url: str) -> None:
-    async with connect(url) as ws:
+async def test_text_in_pieces_is_spoken_in_order_with_sentence_marks(node: Node) -> None:
+    async with connect(node) as ws:
         await send(ws, START)
         started = json.loads(await ws.recv())
         assert started["type"] == "session.started" and started["sample_rate"] == 24000
@@ -89,10 +133,10 @@ async def test_text_in_pieces_is_spoken_in_order_with_sentence_marks(url: str) -
     assert done[0]["metrics"]["audio_ms"] == pytest.approx(seg0_audio, abs=0.2)
 
 
-async def test_flush_releases_an_unfinished_sentence_at_once(url: str) -> None:
+async def test_flush_releases_an_unfinished_sentence_at_once(node: Node) -> None:
     """The gate holds "Hello" (no sentence is complete, the delay is a minute away); only
     the flush lets it through, and its audio arrives with the socket still open."""
-    async with connect(url) as ws:
+    async with connect(node) as ws:
         await send(ws, START, *texts("Hello"), {"type": "flush"})
         assert json.loads(await ws.recv())["type"] == "session.started"
         assert json.loads(await ws.recv())["type"] == "segment.start"
@@ -103,8 +147,8 @@ async def test_flush_releases_an_unfinished_sentence_at_once(url: str) -> None:
     assert [m["text"] for m in received if isinstance(m, dict) and m["type"] == "mark"] == ["Hello"]
 
 
-async def test_unknown_voice_is_an_error_message_then_close_4404(url: str) -> None:
-    async with connect(url) as ws:
+async def test_unknown_voice_is_an_error_message_then_close_4404(node: Node) -> None:
+    async with connect(node) as ws:
         await send(ws, {**START, "voice": "alloy"})
         received, code = await receive_all(ws)
     assert code == 4404
@@ -113,10 +157,26 @@ async def test_unknown_voice_is_an_error_message_then_close_4404(url: str) -> No
     assert "tara" in error["error"]["voices"]
 
 
-async def test_a_message_of_unknown_type_is_a_400_close(url: str) -> None:
-    async with connect(url) as ws:
+async def test_a_message_of_unknown_type_is_a_400_close(node: Node) -> None:
+    async with connect(node) as ws:
         await send(ws, START, {"type": "speak"})
         received, code = await receive_all(ws)
     assert code == 4400
     assert received[0]["type"] == "session.started"
     assert received[-1]["error"]["param"] == "type"
+
+
+async def test_a_wrong_key_is_an_error_message_then_close_4401(node: Node) -> None:
+    async with connect(node) as ws:
+        await send(ws, {**START, "api_key": "wrong"})
+        received, code = await receive_all(ws)
+    assert code == 4401
+    assert received[0]["error"]["type"] == "authentication_error"
+
+
+def test_https_with_the_nodes_certificate_and_bearer_key(node: Node) -> None:
+    request = urllib.request.Request(
+        f"{node.https}/v1/models", headers={"Authorization": f"Bearer {KEY}"}
+    )
+    with urllib.request.urlopen(request, context=node.tls, timeout=10) as reply:
+        assert json.loads(reply.read())["data"][0]["id"] == "tiny-random"
