@@ -8,12 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from livekit.plugins.orpheus.models import EMOTION_TAGS
+from livekit.plugins.orpheus import EMOTION_TAGS, VOICE_NAME_RULE, validate_voice_name
 
 PERSONAS_DIR = Path(__file__).resolve().parent / "personas"
 
-# the server's voice-name rule (inference_server/voices/names.py): base voices and LoRA clones
-_VOICE_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 _TAG = re.compile(r"<([a-z_]+)>")
 _KNOWN_TAGS = frozenset(tag.strip("<>") for tag in EMOTION_TAGS)
 
@@ -95,13 +93,15 @@ def _persona_from_mapping(path: Path, data: dict[Any, Any]) -> Persona:
         if not value.strip():
             raise PersonaError(path, key, "is empty")
         values[key] = value.strip() if key != "instructions" else value
-    if not _VOICE_NAME.fullmatch(values["voice"]):
+    try:  # the plugin's copy of the server's voice-name rule
+        values["voice"] = validate_voice_name(values["voice"])
+    except ValueError:
         raise PersonaError(
             path,
             "voice",
-            f"{values['voice']!r} is not a voice name (lowercase a-z, 0-9, '_' or '-'; "
+            f"{values['voice']!r} is not a voice name ({VOICE_NAME_RULE}; "
             "a base voice such as 'tara' or the name of a LoRA clone on the server)",
-        )
+        ) from None
     for key in ("greeting", "emotion_guidance"):
         for tag in _TAG.findall(values.get(key, "")):
             if tag not in _KNOWN_TAGS:

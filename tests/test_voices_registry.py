@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import time
+import unicodedata
 from pathlib import Path
 
 import pytest
@@ -82,9 +83,9 @@ def test_resolve_sees_a_new_voice_before_the_next_poll(tmp_path: Path) -> None:
     ("name", "message"),
     [
         ("../evil", "invalid voice name '../evil'"),
-        ("", "voice name is empty"),
-        ("a" * 65, "65 chars"),
-        ("Tara", "lowercase"),
+        ("", "it is empty"),
+        ("a" * 65, "65 bytes"),
+        ("Tara", "upper-case"),
         ("-x", "starting with a letter or digit"),
         ("a/b", "invalid voice name"),
     ],
@@ -157,3 +158,24 @@ def test_broken_adapters_are_reported_and_skipped(
 def test_missing_voices_dir_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="--voices-dir"):
         VoiceRegistry(tmp_path / "nope", "tiny-random")
+
+
+def test_registry_serves_unicode_and_nfd_directories(tmp_path: Path) -> None:
+    write_adapter(tmp_path / "长乐")
+    write_adapter(tmp_path / unicodedata.normalize("NFD", "유나"))  # as a macOS copy writes it
+    registry = VoiceRegistry(tmp_path, "tiny-random")
+    assert {v.name for v in registry.voices() if v.kind == "lora"} == {"长乐", "유나"}
+    spec = registry.resolve(unicodedata.normalize("NFD", "유나"))
+    assert spec.name == "유나" and spec.adapter_path is not None
+    assert spec.adapter_path.name == unicodedata.normalize("NFD", "유나")
+    assert registry.resolve("长乐").kind == "lora"
+
+
+def test_two_directories_spelling_one_voice_serve_neither(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    write_adapter(tmp_path / "유나")
+    write_adapter(tmp_path / unicodedata.normalize("NFD", "유나"))
+    registry = VoiceRegistry(tmp_path, "tiny-random")
+    assert [v.name for v in registry.voices() if v.kind == "lora"] == []
+    assert "2 directories spell it" in caplog.text

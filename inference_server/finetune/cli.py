@@ -14,7 +14,7 @@ from peft import PeftModel
 
 from ..codec.snac_model import load_snac
 from ..engine.model_loading import NOISE_WARNING, TINY_RANDOM, load_causal_lm, load_tokenizer
-from ..voices.names import InvalidVoiceNameError, validate_voice_name
+from ..voices.names import VOICE_NAME_RULE, InvalidVoiceNameError, validate_voice_name
 from .dataset import DatasetError, find_clips, load_trimmed
 from .encode import encode_rows
 from .train import TrainConfig, train_lora
@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train a LoRA voice from WAV/FLAC clips + transcripts and install it.",
     )
     p.add_argument("--data", type=Path, required=True, help="clips + metadata.csv or clip.txt")
-    p.add_argument("--name", required=True, help="voice name, [a-z0-9][a-z0-9_-]{0,63}")
+    p.add_argument("--name", required=True, help="voice name: " + VOICE_NAME_RULE)
     p.add_argument("--voices-dir", type=Path, required=True, help="where the server finds voices")
     p.add_argument("--model", default=TINY_RANDOM, help="tiny-random or a local checkpoint dir")
     p.add_argument("--snac", default="random", help="random or a local SNAC 24 kHz dir")

@@ -22,6 +22,7 @@ from ..proto import tts_pb2_grpc as pb_grpc
 from ..session.events import SegmentOut, SessionEvent
 from ..session.factory import SessionFactory
 from ..session.synthesis import SynthesisSession
+from ..voices.names import validate_voice_name
 from .admission import AdmissionPolicy
 from .client_writes import IDLE_S, read_in_flight
 from .errors import to_status
@@ -230,13 +231,18 @@ class TTSService(pb_grpc.TTSServicer):
 
 
 def _with_session_id(start: pb.SessionStart) -> pb.SessionStart:
-    """The session id is the fleet's routing key: checked, or assigned if the client sent none."""
+    """The session id and the voice are the fleet's routing keys: the id checked, or assigned
+    if the client sent none; the voice checked and NFC-normalised (voices/names.py) before any
+    ring lookup, so every spelling of a voice routes, and is served, as one."""
     if start.session_id:
         check_session_id(start.session_id)
+    voice = validate_voice_name(start.voice) if start.voice else ""
+    if start.session_id and voice == start.voice:
         return start
     assigned = pb.SessionStart()
     assigned.CopyFrom(start)
-    assigned.session_id = uuid.uuid4().hex
+    assigned.session_id = start.session_id or uuid.uuid4().hex
+    assigned.voice = voice
     return assigned
 
 

@@ -24,7 +24,7 @@ from ..engine.adapter_fit import AdapterFit
 from ..errors import NotFound
 from ..orpheus.tokens import BASE_VOICES
 from .adapters import ADAPTER_CONFIG, ADAPTER_WEIGHTS, BrokenAdapterError, check_adapter_dir
-from .names import InvalidVoiceNameError, validate_voice_name
+from .names import InvalidVoiceNameError, normalize_voice_name, validate_voice_name
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +70,7 @@ class VoiceRegistry:
         self._root = voices_dir.resolve() if voices_dir is not None else None
         self._base = {n: VoiceSpec(n, "base", None, model_name) for n in BASE_VOICES}
         self._entries: dict[str, _Entry] = {}
+        self._clashes: set[str] = set()  # names spelt by several directories (NFC/NFD)
         self._listeners: list[ChangeListener] = []
         self._task: asyncio.Task[None] | None = None
         self._last_refresh = 0.0
@@ -88,9 +89,10 @@ class VoiceRegistry:
         return [*self._base.values(), *loras]
 
     def resolve(self, name: str) -> VoiceSpec:
-        """The voice called `name`; raises `InvalidVoiceNameError`, `UnknownVoiceError`, or
-        `BrokenAdapterError` for a voice directory that cannot be served."""
-        validate_voice_name(name)
+        """The voice called `name` (in any Unicode normal form); raises `InvalidVoiceNameError`,
+        `UnknownVoiceError`, or `BrokenAdapterError` for a voice directory that cannot be
+        served."""
+        name = validate_voice_name(name)  # its NFC form
         spec = self._lookup(name)
         if spec is None and time.monotonic() - self._last_refresh > 0.2:
             self.refresh()  # a voice dropped in since the last poll is usable at once
@@ -161,11 +163,22 @@ class VoiceRegistry:
         except OSError as exc:
             log.error("cannot list voices directory %s: %s", root, exc)
             return [(name, Path(), e.signature) for name, e in self._entries.items()]
+        spellings: dict[str, list[str]] = {}
         for child in children:
             if child.name.startswith("."):
                 continue  # hidden: e.g. an adapter still being written by orpheus-finetune
-            found.append((child.name, Path(child.path), _signature(Path(child.path))))
-        return found
+            # the voice is the NFC name: a directory written NFD (macOS) serves the same voice
+            name = normalize_voice_name(child.name)
+            spellings.setdefault(name, []).append(child.name)
+            found.append((name, Path(child.path), _signature(Path(child.path))))
+        clashes = {name for name, dirs in spellings.items() if len(dirs) > 1}
+        for name in sorted(clashes - self._clashes):  # once, not every poll
+            log.error(
+                "voice %r: %d directories spell it (%s); serving none of them, rename all but one",
+                name, len(spellings[name]), ", ".join(map(ascii, sorted(spellings[name]))),
+            )  # fmt: skip
+        self._clashes = clashes
+        return [(n, p, s) for n, p, s in found if n not in clashes]
 
     def _load(self, name: str, path: Path, signature: _Signature) -> _Entry:
         try:

@@ -3,18 +3,22 @@
 Streaming text-to-speech from self-hosted Orpheus inference nodes over gRPC.
 """
 
-from .models import TTSModels, TTSVoices
+from .models import EMOTION_TAGS, TTSModels, TTSVoices
 from .tts import TTS, ChunkedStream, OrpheusSegmentMetadata, SynthesizeStream
 from .version import __version__
+from .voice_names import VOICE_NAME_RULE, validate_voice_name
 
 __all__ = [
+    "EMOTION_TAGS",
     "TTS",
+    "VOICE_NAME_RULE",
     "ChunkedStream",
     "OrpheusSegmentMetadata",
     "SynthesizeStream",
     "TTSModels",
     "TTSVoices",
     "__version__",
+    "validate_voice_name",
 ]
 
 from livekit.agents import Plugin

@@ -25,15 +25,15 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14orpheus/v1/tts.proto\x12\norpheus.v1\"\x81\x01\n\x0fSamplingOptions\x12\x13\n\x0btemperature\x18\x01 \x01(\x02\x12\r\n\x05top_p\x18\x02 \x01(\x02\x12\x1a\n\x12repetition_penalty\x18\x03 \x01(\x02\x12\x12\n\nmax_tokens\x18\x04 \x01(\r\x12\x11\n\x04seed\x18\x05 \x01(\x04H\x00\x88\x01\x01\x42\x07\n\x05_seed\"e\n\x0b\x41udioFormat\x12+\n\x08\x65ncoding\x18\x01 \x01(\x0e\x32\x19.orpheus.v1.AudioEncoding\x12\x13\n\x0bsample_rate\x18\x02 \x01(\r\x12\x14\n\x0cnum_channels\x18\x03 \x01(\r\"\x93\x01\n\nResumeFrom\x12\x12\n\nsegment_id\x18\x01 \x01(\t\x12\x12\n\nchars_done\x18\x02 \x01(\r\x12\x15\n\rnext_sequence\x18\x03 \x01(\x04\x12\x11\n\tchunk_end\x18\x04 \x01(\r\x12\x19\n\x11heard_frame_codes\x18\x06 \x03(\rJ\x04\x08\x05\x10\x06R\x12\x61udio_samples_done\"\xfc\x01\n\x0cSessionStart\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\r\n\x05voice\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12-\n\x08sampling\x18\x04 \x01(\x0b\x32\x1b.orpheus.v1.SamplingOptions\x12-\n\x0c\x61udio_format\x18\x05 \x01(\x0b\x32\x17.orpheus.v1.AudioFormat\x12\x1e\n\x11trim_head_silence\x18\x06 \x01(\x08H\x00\x88\x01\x01\x12&\n\x06resume\x18\x07 \x01(\x0b\x32\x16.orpheus.v1.ResumeFromB\x14\n\x12_trim_head_silence\"-\n\tTextChunk\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x12\n\nsegment_id\x18\x02 \x01(\t\"\x1b\n\x05\x46lush\x12\x12\n\nsegment_id\x18\x01 \x01(\t\"\n\n\x08\x45ndInput\"\xbc\x01\n\x11SynthesizeRequest\x12)\n\x05start\x18\x01 \x01(\x0b\x32\x18.orpheus.v1.SessionStartH\x00\x12%\n\x04text\x18\x02 \x01(\x0b\x32\x15.orpheus.v1.TextChunkH\x00\x12\"\n\x05\x66lush\x18\x03 \x01(\x0b\x32\x11.orpheus.v1.FlushH\x00\x12)\n\tend_input\x18\x04 \x01(\x0b\x32\x14.orpheus.v1.EndInputH\x00\x42\x06\n\x04kind\"\x8b\x01\n\x0eSessionStarted\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12\r\n\x05voice\x18\x03 \x01(\t\x12\x13\n\x0bsample_rate\x18\x04 \x01(\r\x12\x14\n\x0cnum_channels\x18\x05 \x01(\r\x12\x11\n\x04seed\x18\x06 \x01(\x04H\x00\x88\x01\x01\x42\x07\n\x05_seed\"\xa6\x01\n\nAudioChunk\x12\x0b\n\x03pcm\x18\x01 \x01(\x0c\x12\x12\n\nsegment_id\x18\x02 \x01(\t\x12\x10\n\x08sequence\x18\x03 \x01(\x04\x12\x13\n\x0bsample_rate\x18\x04 \x01(\r\x12\x13\n\x0b\x63hunk_start\x18\x05 \x01(\r\x12\x11\n\tchunk_end\x18\x06 \x01(\r\x12\x13\n\x0b\x66rame_codes\x18\x07 \x03(\r\x12\x13\n\x0b\x66irst_frame\x18\x08 \x01(\r\"6\n\x0cTextProgress\x12\x12\n\nsegment_id\x18\x01 \x01(\t\x12\x12\n\nchars_done\x18\x02 \x01(\r\"\xbb\x01\n\x0eSegmentMetrics\x12\x0f\n\x07ttfa_ms\x18\x01 \x01(\x02\x12\x18\n\x10tokens_generated\x18\x02 \x01(\r\x12\x10\n\x08\x61udio_ms\x18\x03 \x01(\x02\x12\x1f\n\x17head_silence_trimmed_ms\x18\x04 \x01(\x02\x12\x16\n\x0egeneration_rtf\x18\x05 \x01(\x02\x12\x1e\n\x16invalid_tokens_dropped\x18\x06 \x01(\r\x12\x13\n\x0btext_chunks\x18\x07 \x01(\r\"N\n\x0bSegmentDone\x12\x12\n\nsegment_id\x18\x01 \x01(\t\x12+\n\x07metrics\x18\x02 \x01(\x0b\x32\x1a.orpheus.v1.SegmentMetrics\"\xd3\x01\n\x12SynthesizeResponse\x12-\n\x07started\x18\x01 \x01(\x0b\x32\x1a.orpheus.v1.SessionStartedH\x00\x12\'\n\x05\x61udio\x18\x02 \x01(\x0b\x32\x16.orpheus.v1.AudioChunkH\x00\x12/\n\x0csegment_done\x18\x03 \x01(\x0b\x32\x17.orpheus.v1.SegmentDoneH\x00\x12,\n\x08progress\x18\x04 \x01(\x0b\x32\x18.orpheus.v1.TextProgressH\x00\x42\x06\n\x04kind\"\"\n\x11ListVoicesRequest\x12\r\n\x05model\x18\x01 \x01(\t\"\x96\x01\n\x05Voice\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12$\n\x04kind\x18\x03 \x01(\x0e\x32\x16.orpheus.v1.Voice.Kind\x12\x0e\n\x06loaded\x18\x04 \x01(\x08\":\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\r\n\tKIND_BASE\x10\x01\x12\r\n\tKIND_LORA\x10\x02\"7\n\x12ListVoicesResponse\x12!\n\x06voices\x18\x01 \x03(\x0b\x32\x11.orpheus.v1.Voice*K\n\rAudioEncoding\x12\x1e\n\x1a\x41UDIO_ENCODING_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x41UDIO_ENCODING_PCM16LE\x10\x01\x32\xa3\x01\n\x03TTS\x12O\n\nSynthesize\x12\x1d.orpheus.v1.SynthesizeRequest\x1a\x1e.orpheus.v1.SynthesizeResponse(\x01\x30\x01\x12K\n\nListVoices\x12\x1d.orpheus.v1.ListVoicesRequest\x1a\x1e.orpheus.v1.ListVoicesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14orpheus/v1/tts.proto\x12\norpheus.v1\"\x81\x01\n\x0fSamplingOptions\x12\x13\n\x0btemperature\x18\x01 \x01(\x02\x12\r\n\x05top_p\x18\x02 \x01(\x02\x12\x1a\n\x12repetition_penalty\x18\x03 \x01(\x02\x12\x12\n\nmax_tokens\x18\x04 \x01(\r\x12\x11\n\x04seed\x18\x05 \x01(\x04H\x00\x88\x01\x01\x42\x07\n\x05_seed\"e\n\x0b\x41udioFormat\x12+\n\x08\x65ncoding\x18\x01 \x01(\x0e\x32\x19.orpheus.v1.AudioEncoding\x12\x13\n\x0bsample_rate\x18\x02 \x01(\r\x12\x14\n\x0cnum_channels\x18\x03 \x01(\r\"\x93\x01\n\nResumeFrom\x12\x12\n\nsegment_id\x18\x01 \x01(\t\x12\x12\n\nchars_done\x18\x02 \x01(\r\x12\x15\n\rnext_sequence\x18\x03 \x01(\x04\x12\x11\n\tchunk_end\x18\x04 \x01(\r\x12\x19\n\x11heard_frame_codes\x18\x06 \x03(\rJ\x04\x08\x05\x10\x06R\x12\x61udio_samples_done\"\xfc\x01\n\x0cSessionStart\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\r\n\x05voice\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12-\n\x08sampling\x18\x04 \x01(\x0b\x32\x1b.orpheus.v1.SamplingOptions\x12-\n\x0c\x61udio_format\x18\x05 \x01(\x0b\x32\x17.orpheus.v1.AudioFormat\x12\x1e\n\x11trim_head_silence\x18\x06 \x01(\x08H\x00\x88\x01\x01\x12&\n\x06resume\x18\x07 \x01(\x0b\x32\x16.orpheus.v1.ResumeFromB\x14\n\x12_trim_head_silence\"-\n\tTextChunk\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x12\n\nsegment_id\x18\x02 \x01(\t\"\x1b\n\x05\x46lush\x12\x12\n\nsegment_id\x18\x01 \x01(\t\"\n\n\x08\x45ndInput\"\xbc\x01\n\x11SynthesizeRequest\x12)\n\x05start\x18\x01 \x01(\x0b\x32\x18.orpheus.v1.SessionStartH\x00\x12%\n\x04text\x18\x02 \x01(\x0b\x32\x15.orpheus.v1.TextChunkH\x00\x12\"\n\x05\x66lush\x18\x03 \x01(\x0b\x32\x11.orpheus.v1.FlushH\x00\x12)\n\tend_input\x18\x04 \x01(\x0b\x32\x14.orpheus.v1.EndInputH\x00\x42\x06\n\x04kind\"\x8b\x01\n\x0eSessionStarted\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12\r\n\x05voice\x18\x03 \x01(\t\x12\x13\n\x0bsample_rate\x18\x04 \x01(\r\x12\x14\n\x0cnum_channels\x18\x05 \x01(\r\x12\x11\n\x04seed\x18\x06 \x01(\x04H\x00\x88\x01\x01\x42\x07\n\x05_seed\"\xa6\x01\n\nAudioChunk\x12\x0b\n\x03pcm\x18\x01 \x01(\x0c\x12\x12\n\nsegment_id\x18\x02 \x01(\t\x12\x10\n\x08sequence\x18\x03 \x01(\x04\x12\x13\n\x0bsample_rate\x18\x04 \x01(\r\x12\x13\n\x0b\x63hunk_start\x18\x05 \x01(\r\x12\x11\n\tchunk_end\x18\x06 \x01(\r\x12\x13\n\x0b\x66rame_codes\x18\x07 \x03(\r\x12\x13\n\x0b\x66irst_frame\x18\x08 \x01(\r\"6\n\x0cTextProgress\x12\x12\n\nsegment_id\x18\x01 \x01(\t\x12\x12\n\nchars_done\x18\x02 \x01(\r\"\xd1\x01\n\x0eSegmentMetrics\x12\x0f\n\x07ttfa_ms\x18\x01 \x01(\x02\x12\x18\n\x10tokens_generated\x18\x02 \x01(\r\x12\x10\n\x08\x61udio_ms\x18\x03 \x01(\x02\x12\x1f\n\x17head_silence_trimmed_ms\x18\x04 \x01(\x02\x12\x16\n\x0egeneration_rtf\x18\x05 \x01(\x02\x12\x1e\n\x16invalid_tokens_dropped\x18\x06 \x01(\r\x12\x13\n\x0btext_chunks\x18\x07 \x01(\r\x12\x14\n\x0ctags_removed\x18\x08 \x01(\r\"N\n\x0bSegmentDone\x12\x12\n\nsegment_id\x18\x01 \x01(\t\x12+\n\x07metrics\x18\x02 \x01(\x0b\x32\x1a.orpheus.v1.SegmentMetrics\"\xd3\x01\n\x12SynthesizeResponse\x12-\n\x07started\x18\x01 \x01(\x0b\x32\x1a.orpheus.v1.SessionStartedH\x00\x12\'\n\x05\x61udio\x18\x02 \x01(\x0b\x32\x16.orpheus.v1.AudioChunkH\x00\x12/\n\x0csegment_done\x18\x03 \x01(\x0b\x32\x17.orpheus.v1.SegmentDoneH\x00\x12,\n\x08progress\x18\x04 \x01(\x0b\x32\x18.orpheus.v1.TextProgressH\x00\x42\x06\n\x04kind\"\"\n\x11ListVoicesRequest\x12\r\n\x05model\x18\x01 \x01(\t\"\x96\x01\n\x05Voice\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12$\n\x04kind\x18\x03 \x01(\x0e\x32\x16.orpheus.v1.Voice.Kind\x12\x0e\n\x06loaded\x18\x04 \x01(\x08\":\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\r\n\tKIND_BASE\x10\x01\x12\r\n\tKIND_LORA\x10\x02\"7\n\x12ListVoicesResponse\x12!\n\x06voices\x18\x01 \x03(\x0b\x32\x11.orpheus.v1.Voice*K\n\rAudioEncoding\x12\x1e\n\x1a\x41UDIO_ENCODING_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x41UDIO_ENCODING_PCM16LE\x10\x01\x32\xa3\x01\n\x03TTS\x12O\n\nSynthesize\x12\x1d.orpheus.v1.SynthesizeRequest\x1a\x1e.orpheus.v1.SynthesizeResponse(\x01\x30\x01\x12K\n\nListVoices\x12\x1d.orpheus.v1.ListVoicesRequest\x1a\x1e.orpheus.v1.ListVoicesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'orpheus.v1.tts_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_AUDIOENCODING']._serialized_start=2052
-  _globals['_AUDIOENCODING']._serialized_end=2127
+  _globals['_AUDIOENCODING']._serialized_start=2074
+  _globals['_AUDIOENCODING']._serialized_end=2149
   _globals['_SAMPLINGOPTIONS']._serialized_start=37
   _globals['_SAMPLINGOPTIONS']._serialized_end=166
   _globals['_AUDIOFORMAT']._serialized_start=168
@@ -57,19 +57,19 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TEXTPROGRESS']._serialized_start=1266
   _globals['_TEXTPROGRESS']._serialized_end=1320
   _globals['_SEGMENTMETRICS']._serialized_start=1323
-  _globals['_SEGMENTMETRICS']._serialized_end=1510
-  _globals['_SEGMENTDONE']._serialized_start=1512
-  _globals['_SEGMENTDONE']._serialized_end=1590
-  _globals['_SYNTHESIZERESPONSE']._serialized_start=1593
-  _globals['_SYNTHESIZERESPONSE']._serialized_end=1804
-  _globals['_LISTVOICESREQUEST']._serialized_start=1806
-  _globals['_LISTVOICESREQUEST']._serialized_end=1840
-  _globals['_VOICE']._serialized_start=1843
-  _globals['_VOICE']._serialized_end=1993
-  _globals['_VOICE_KIND']._serialized_start=1935
-  _globals['_VOICE_KIND']._serialized_end=1993
-  _globals['_LISTVOICESRESPONSE']._serialized_start=1995
-  _globals['_LISTVOICESRESPONSE']._serialized_end=2050
-  _globals['_TTS']._serialized_start=2130
-  _globals['_TTS']._serialized_end=2293
+  _globals['_SEGMENTMETRICS']._serialized_end=1532
+  _globals['_SEGMENTDONE']._serialized_start=1534
+  _globals['_SEGMENTDONE']._serialized_end=1612
+  _globals['_SYNTHESIZERESPONSE']._serialized_start=1615
+  _globals['_SYNTHESIZERESPONSE']._serialized_end=1826
+  _globals['_LISTVOICESREQUEST']._serialized_start=1828
+  _globals['_LISTVOICESREQUEST']._serialized_end=1862
+  _globals['_VOICE']._serialized_start=1865
+  _globals['_VOICE']._serialized_end=2015
+  _globals['_VOICE_KIND']._serialized_start=1957
+  _globals['_VOICE_KIND']._serialized_end=2015
+  _globals['_LISTVOICESRESPONSE']._serialized_start=2017
+  _globals['_LISTVOICESRESPONSE']._serialized_end=2072
+  _globals['_TTS']._serialized_start=2152
+  _globals['_TTS']._serialized_end=2315
 # @@protoc_insertion_point(module_scope)

@@ -146,7 +146,7 @@ class TextProgress(_message.Message):
     def __init__(self, segment_id: _Optional[str] = ..., chars_done: _Optional[int] = ...) -> None: ...
 
 class SegmentMetrics(_message.Message):
-    __slots__ = ("ttfa_ms", "tokens_generated", "audio_ms", "head_silence_trimmed_ms", "generation_rtf", "invalid_tokens_dropped", "text_chunks")
+    __slots__ = ("ttfa_ms", "tokens_generated", "audio_ms", "head_silence_trimmed_ms", "generation_rtf", "invalid_tokens_dropped", "text_chunks", "tags_removed")
     TTFA_MS_FIELD_NUMBER: _ClassVar[int]
     TOKENS_GENERATED_FIELD_NUMBER: _ClassVar[int]
     AUDIO_MS_FIELD_NUMBER: _ClassVar[int]
@@ -154,6 +154,7 @@ class SegmentMetrics(_message.Message):
     GENERATION_RTF_FIELD_NUMBER: _ClassVar[int]
     INVALID_TOKENS_DROPPED_FIELD_NUMBER: _ClassVar[int]
     TEXT_CHUNKS_FIELD_NUMBER: _ClassVar[int]
+    TAGS_REMOVED_FIELD_NUMBER: _ClassVar[int]
     ttfa_ms: float
     tokens_generated: int
     audio_ms: float
@@ -161,7 +162,8 @@ class SegmentMetrics(_message.Message):
     generation_rtf: float
     invalid_tokens_dropped: int
     text_chunks: int
-    def __init__(self, ttfa_ms: _Optional[float] = ..., tokens_generated: _Optional[int] = ..., audio_ms: _Optional[float] = ..., head_silence_trimmed_ms: _Optional[float] = ..., generation_rtf: _Optional[float] = ..., invalid_tokens_dropped: _Optional[int] = ..., text_chunks: _Optional[int] = ...) -> None: ...
+    tags_removed: int
+    def __init__(self, ttfa_ms: _Optional[float] = ..., tokens_generated: _Optional[int] = ..., audio_ms: _Optional[float] = ..., head_silence_trimmed_ms: _Optional[float] = ..., generation_rtf: _Optional[float] = ..., invalid_tokens_dropped: _Optional[int] = ..., text_chunks: _Optional[int] = ..., tags_removed: _Optional[int] = ...) -> None: ...
 
 class SegmentDone(_message.Message):
     __slots__ = ("segment_id", "metrics")
