@@ -24,6 +24,7 @@ from .fleet.dispatch import FleetDispatch
 from .fleet.membership import Membership
 from .metrics import NodeMetrics
 from .node_state import NodeState
+from .orpheus.tags import tags_for_model
 from .orpheus.tokens import FRAME_TOKENS
 from .probes import Probes, ProbeServer
 from .proto import tts_pb2, tts_pb2_grpc
@@ -241,6 +242,7 @@ class InferenceNode:
             decoder=decoder,
             voices=registry,
             default_sampling=SamplingConfig(),
+            emotion_tags=tags_for_model(cfg.served_model_name),
             options=SessionOptions(
                 max_chunk_chars=cfg.max_chunk_chars,
                 silence_threshold_dbfs=cfg.silence_threshold_db,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 
 import numpy as np
 import pytest
@@ -11,7 +11,7 @@ from inference_server.codec.decode_batcher import SnacDecodeBatcher
 from inference_server.codec.snac_decoder import SnacDecoder
 from inference_server.codec.snac_model import load_snac
 from inference_server.codec.stream_decoder import DecodeWindow
-from inference_server.engine.base import SamplingConfig
+from inference_server.engine.base import GenerationRequest, SamplingConfig
 from inference_server.engine.model_loading import load_causal_lm, load_tokenizer
 from inference_server.engine.torch_engine import TorchEngine
 from inference_server.orpheus.tokens import SAMPLE_RATE, SAMPLES_PER_FRAME
@@ -53,9 +53,10 @@ async def run_session(
     options: SessionOptions | None = None,
     snac_decoder: type[SnacDecoder] = LeadingSilenceDecoder,
     on_event: Callable[[object, TorchEngine], None] = lambda event, engine: None,
+    engine_class: type[TorchEngine] = TorchEngine,
 ) -> list:
     model, tokenizer, snac = parts
-    engine = TorchEngine(model)
+    engine = engine_class(model)
     await engine.start()
     decoder = SnacDecodeBatcher(snac_decoder(snac))
     session = SynthesisSession(
@@ -128,3 +129,32 @@ async def test_next_chunk_starts_generating_before_this_chunk_is_fully_spoken(
     # (without look-ahead it would be sent only after this progress mark).
     assert len(sent_at_progress) >= 3
     assert sent_at_progress[:-1] == list(range(2, len(sent_at_progress) + 1))
+
+
+class PromptRecordingEngine(TorchEngine):
+    """The real engine, keeping every request's prompt for the test to read."""
+
+    prompts: list[list[int]] = []
+
+    def generate(self, request: GenerationRequest) -> AsyncIterator[list[int]]:
+        self.prompts.append(list(request.prompt_ids))
+        return super().generate(request)
+
+
+async def test_unknown_tags_never_reach_the_prompt_and_are_counted(model_parts: tuple) -> None:
+    PromptRecordingEngine.prompts = []
+    # two chunks: a sentence with a known and an unknown tag, then nothing but bad tags
+    text = "Hi <laugh> <whisper> now. <laughs> <<sigh>>"
+    events = await run_session(
+        model_parts,
+        [text],
+        options=SessionOptions(max_chunk_chars=30),
+        engine_class=PromptRecordingEngine,
+    )
+    (done,) = [e for e in events if isinstance(e, SegmentOut)]
+    assert done.metrics.text_chunks == 2 and done.metrics.tags_removed == 3
+    (prompt,) = PromptRecordingEngine.prompts  # the all-tags chunk generated nothing
+    spoken = model_parts[1].decode(prompt)
+    assert "tara: Hi <laugh> now." in spoken and "whisper" not in spoken
+    progress = [e.chars_done for e in events if isinstance(e, ProgressOut)]
+    assert progress[-1] == len(text.encode())  # positions still count the client's text

@@ -6,11 +6,15 @@ import asyncio
 import contextlib
 import json
 import time
+import unicodedata
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import grpc
 import pytest
+from livekit.agents.metrics import TTSMetrics
+from livekit.plugins import orpheus
+from support_adapters import write_voice
 from support_server import ServerProcess
 from test_finetune_cli import finetune
 from test_finetune_cli import speak as espeak
@@ -49,7 +53,7 @@ async def list_voices(address: str) -> dict[str, pb.Voice]:
 
 async def speak(address: str, voice: str, text: str) -> list[pb.SynthesizeResponse]:
     async def requests() -> AsyncIterator[pb.SynthesizeRequest]:
-        start = pb.SessionStart(session_id=f"s-{voice}", voice=voice, sampling=SHORT)
+        start = pb.SessionStart(session_id=f"s-{voice.encode().hex()}", voice=voice, sampling=SHORT)
         yield pb.SynthesizeRequest(start=start)
         yield pb.SynthesizeRequest(text=pb.TextChunk(text=text))
         yield pb.SynthesizeRequest(end_input=pb.EndInput())
@@ -98,7 +102,9 @@ async def test_finetuned_voice_is_listed_and_spoken_without_restart(
     ("voice", "code", "message"),
     [
         ("../evil", grpc.StatusCode.INVALID_ARGUMENT, "invalid voice name"),
-        ("a" * 65, grpc.StatusCode.INVALID_ARGUMENT, "65 chars"),
+        ("a" * 65, grpc.StatusCode.INVALID_ARGUMENT, "65 bytes"),
+        ("유나/x", grpc.StatusCode.INVALID_ARGUMENT, "'/' (U+002F, SOLIDUS) is not allowed"),
+        ("Yuna", grpc.StatusCode.INVALID_ARGUMENT, "a voice name is 1-64 bytes of UTF-8 (NFC)"),
         ("ghost", grpc.StatusCode.NOT_FOUND, "valid voices: tara"),
         # Not listed, but it exists: the session is told why it cannot be used.
         ("broken", grpc.StatusCode.FAILED_PRECONDITION, "voice 'broken' cannot be used: broken/"),
@@ -115,3 +121,41 @@ async def test_bad_voices_get_precise_statuses(
             await call.done_writing()  # the server may already have ended the call
         assert await call.code() == code
         assert message in (await call.details() or "")
+
+
+KOREAN = "유나"
+# unknown, near-miss, malformed and known tags in one short text
+TAGGED = "Hi <whisper> there. <laugh> Ok <laughs> <<sigh>> <sigh."
+TAGS_REMOVED = 4  # <whisper>, <laughs>, <<sigh>>, <sigh
+
+
+async def test_korean_named_lora_voice_through_the_plugin_with_tags_removed(
+    server: ServerProcess, voices: Path
+) -> None:
+    # written decomposed (NFD), as a macOS copy leaves it: served under its NFC name
+    write_voice(voices / unicodedata.normalize("NFD", KOREAN), seed=7)
+    written = time.monotonic()
+    while KOREAN not in (listed := await list_voices(server.address)):
+        assert time.monotonic() - written < 5, f"{KOREAN} not listed within 5 s"
+        await asyncio.sleep(0.2)
+    assert listed[KOREAN].kind == pb.Voice.KIND_LORA
+
+    metrics: list[TTSMetrics] = []
+    async with orpheus.TTS(base_url=server.address, voice=KOREAN, max_tokens=28, seed=1) as t:
+        assert "<laugh>" in t.emotion_tags and "<whisper>" not in t.emotion_tags
+        t.on("metrics_collected", metrics.append)
+        events = [ev async for ev in t.synthesize(TAGGED)]
+        for _ in range(50):
+            if metrics:
+                break
+            await asyncio.sleep(0.02)
+    assert sum(ev.frame.samples_per_channel for ev in events) > 0
+    meta = metrics[0].metadata
+    assert isinstance(meta, orpheus.OrpheusSegmentMetadata)
+    assert meta.tags_removed == TAGS_REMOVED and meta.tokens_generated > 0
+    assert f"voice={KOREAN}" in server.log()
+
+    # the same voice asked for in NFD on the raw wire is the same voice
+    nfd = await speak(server.address, unicodedata.normalize("NFD", KOREAN), "Hi <yawn>.")
+    assert nfd[0].started.voice == KOREAN and pcm_bytes(nfd) > 0
+    assert nfd[-1].segment_done.metrics.tags_removed == 0

@@ -30,7 +30,6 @@ FRAME_MS = 1000.0 * SAMPLES_PER_FRAME / SAMPLE_RATE
 TOKENS_PER_SECOND = FRAME_TOKENS * SAMPLE_RATE / SAMPLES_PER_FRAME  # 82.03 for real time
 
 BASE_VOICES = ("tara", "leah", "jess", "leo", "dan", "mia", "zac", "zoe")
-EMOTION_TAGS = ("laugh", "chuckle", "sigh", "cough", "sniffle", "groan", "yawn", "gasp")
 
 
 def audio_token(position: int, code: int) -> int:

@@ -125,6 +125,7 @@ class ResponseEncoder:
                 generation_rtf=m.generation_rtf,
                 invalid_tokens_dropped=m.invalid_tokens_dropped,
                 text_chunks=m.text_chunks,
+                tags_removed=m.tags_removed,
             )
             return pb.SynthesizeResponse(
                 segment_done=pb.SegmentDone(segment_id=event.segment_id, metrics=metrics)

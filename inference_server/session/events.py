@@ -14,6 +14,7 @@ class SegmentMetrics:
     generation_s: float = 0.0
     invalid_tokens_dropped: int = 0
     text_chunks: int = 0
+    tags_removed: int = 0  # unknown or malformed <tags> not spoken (orpheus/tags.py)
 
     @property
     def generation_rtf(self) -> float:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, replace
 from ..codec.decode_batcher import SnacDecodeBatcher
 from ..engine.base import Engine, SamplingConfig
 from ..orpheus.prompt import TextTokenizer
+from ..orpheus.tags import ORPHEUS_TAGS
 from ..voices.registry import VoiceRegistry
 from .options import SessionOptions
 from .synthesis import SynthesisSession, Voice
@@ -20,6 +21,7 @@ class SessionFactory:
     voices: VoiceRegistry
     default_sampling: SamplingConfig
     options: SessionOptions
+    emotion_tags: frozenset[str] = frozenset(ORPHEUS_TAGS)  # the model's (tags_for_model)
 
     def loaded_adapters(self) -> frozenset[str]:
         return self.engine.loaded_adapters()
@@ -46,4 +48,5 @@ class SessionFactory:
             decoder=self.decoder,
             sampling=sampling,
             options=options,
+            emotion_tags=self.emotion_tags,
         )

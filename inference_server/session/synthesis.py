@@ -16,7 +16,7 @@ import contextlib
 import itertools
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Collection
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,6 +30,7 @@ from ..errors import ClientError
 from ..orpheus import tokens as T
 from ..orpheus.codes import FrameAssembler, frames_to_token_ids
 from ..orpheus.prompt import ContinuityContext, TextTokenizer, build_prompt
+from ..orpheus.tags import ORPHEUS_TAGS, filter_tags
 from .events import AudioOut, ProgressOut, SegmentMetrics, SegmentOut, SessionEvent
 from .options import DEFAULT_SESSION_OPTIONS, SessionOptions
 from .playback import REAL_CLOCK, Clock, Pacer, PlaybackClock
@@ -71,7 +72,9 @@ class SynthesisSession:
         sampling: SamplingConfig,
         options: SessionOptions = DEFAULT_SESSION_OPTIONS,
         clock: Clock = REAL_CLOCK,
+        emotion_tags: Collection[str] = ORPHEUS_TAGS,
     ) -> None:
+        """`emotion_tags`: the tags the model performs; any other `<tag>` is removed unspoken."""
         self.session_id = session_id
         self.voice = voice
         self._engine = engine
@@ -79,6 +82,7 @@ class SynthesisSession:
         self._decoder = decoder
         self._sampling = sampling
         self._options = options
+        self._emotion_tags = frozenset(emotion_tags)
         self._segments: deque[SegmentText] = deque()
         self._open: SegmentText | None = None
         self._silent_tail: SegmentText | None = None
@@ -197,7 +201,7 @@ class SynthesisSession:
                 def look_ahead(span: TextSpan = span, chunk: _ChunkRun = chunk) -> None:
                     nonlocal ahead
                     if (following := segment.next_chunk()) is not None:
-                        context = self._context(span.text, chunk)
+                        context = self._context(chunk)
                         ahead = following, self._start_chunk(segment.segment_id, following, context)
 
                 async for samples, frames in self._speak_chunk(chunk, look_ahead):
@@ -213,7 +217,8 @@ class SynthesisSession:
                 metrics.tokens_generated += chunk.tokens
                 metrics.invalid_tokens_dropped += chunk.assembler.tokens_dropped
                 metrics.generation_s += chunk.generation_s
-                context = self._context(span.text, chunk)
+                metrics.tags_removed += chunk.tags_removed
+                context = self._context(chunk)
                 yield ProgressOut(segment.segment_id, span.end)
         finally:
             if ahead is not None:
@@ -244,16 +249,21 @@ class SynthesisSession:
     def _start_chunk(
         self, segment_id: str, span: TextSpan, context: ContinuityContext | None
     ) -> _ChunkRun:
-        """Send the chunk's engine request now; its tokens are read when its turn comes."""
-        text = span.text
+        """Send the chunk's engine request now; its tokens are read when its turn comes.
+        Tags the model does not perform are removed from the text first (orpheus/tags.py);
+        span positions still count the client's text."""
+        text, tags_removed = filter_tags(span.text, self._emotion_tags)
         heard, self._heard = self._heard, no_frames()  # only a resumed chunk has heard frames
         # Heard frames follow the prompt as output already generated. They are whole frames,
         # so the engine's audio step k (counted from 0) keeps k mod 7 right; at k = 0 the
         # stop is not legal yet, so a resumed chunk adds at least one frame.
         heard_ids = frames_to_token_ids(heard)
         budget = token_budget(text, self._sampling, self._options.tokens_per_char)
-        if len(heard) and len(heard_ids) >= budget:  # all of it was heard: only its mark is left
-            return _ChunkRun(text, _Generation(_no_tokens()), heard)
+        if (tags_removed and not any(c.isalnum() for c in text)) or (
+            len(heard) and len(heard_ids) >= budget
+        ):
+            # nothing left once tags are removed, or all of it was heard: only its mark is left
+            return _ChunkRun(text, _Generation(_no_tokens()), heard, tags_removed)
         request = GenerationRequest(
             request_id=f"{self.session_id}/{next(_REQUEST_NUMBERS)}",
             prompt_ids=build_prompt(self._tokenizer, self.voice.name, text, context) + heard_ids,
@@ -262,7 +272,7 @@ class SynthesisSession:
             adapter=self.voice.adapter,
             session_id=self.session_id,
         )
-        return _ChunkRun(text, _Generation(self._engine.generate(request)), heard)
+        return _ChunkRun(text, _Generation(self._engine.generate(request)), heard, tags_removed)
 
     async def _speak_chunk(
         self, chunk: _ChunkRun, look_ahead: Callable[[], None]
@@ -313,18 +323,21 @@ class SynthesisSession:
         start_up = self.playback.sent_ms < START_UP_MS and slack < START_UP_SLACK_MS
         return await self._decoder.decode(window, slack, start_up=start_up)
 
-    def _context(self, text: str, chunk: _ChunkRun) -> ContinuityContext | None:
+    def _context(self, chunk: _ChunkRun) -> ContinuityContext | None:
         keep = self._options.continuity_frames
         if not keep or not chunk.frames:
             return None
-        return ContinuityContext(text, frames_to_token_ids(np.stack(chunk.frames[-keep:])))
+        return ContinuityContext(chunk.text, frames_to_token_ids(np.stack(chunk.frames[-keep:])))
 
 
 class _ChunkRun:
     """Bookkeeping of one generation chunk."""
 
-    def __init__(self, text: str, generation: _Generation, heard: np.ndarray) -> None:
-        self.text = text
+    def __init__(
+        self, text: str, generation: _Generation, heard: np.ndarray, tags_removed: int = 0
+    ) -> None:
+        self.text = text  # as the model reads it: unknown tags removed
+        self.tags_removed = tags_removed
         self.generation = generation
         self.tokens = 0
         self.generation_s = 0.0

@@ -7,7 +7,9 @@ TTSVoices = Literal["tara", "leah", "jess", "leo", "dan", "mia", "zac", "zoe"]
 # name (canopylabs/orpheus-3b-0.1-ft -> "orpheus-3b-0.1-ft"). "" lets the node pick.
 TTSModels = Literal["orpheus-3b-0.1-ft", "tiny-random"]
 
-# Emotion tags Orpheus speaks when they appear in the text.
+# Emotion tags Orpheus performs when they appear in the text: the server's set for its
+# models (inference_server/orpheus/tags.py). Any other <tag>, and malformed ones such as
+# <laugh or <<sigh>>, are removed by the server and never spoken.
 EMOTION_TAGS = (
     "<laugh>",
     "<chuckle>",

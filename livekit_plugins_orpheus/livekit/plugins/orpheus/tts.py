@@ -24,10 +24,11 @@ from livekit.agents.utils import aio, is_given, shortuuid
 
 from .endpoints import ServerEndpoints
 from .gate import SentenceGate
-from .models import TTSModels, TTSVoices
+from .models import EMOTION_TAGS, TTSModels, TTSVoices
 from .proto import tts_pb2 as pb
 from .session import SynthesisSession
 from .transcript import SpeakingRate, TranscriptAligner
+from .voice_names import validate_voice_name
 
 SAMPLE_RATE = 24000
 NUM_CHANNELS = 1
@@ -53,6 +54,7 @@ class OrpheusSegmentMetadata(Metadata):
     generation_rtf: float = 0.0
     invalid_tokens_dropped: int = 0
     text_chunks: int = 0
+    tags_removed: int = 0  # unknown or malformed <tags> the server did not speak
 
 
 @dataclass
@@ -168,6 +170,12 @@ class TTS(tts.TTS):
     def provider(self) -> str:
         return "orpheus"
 
+    @property
+    def emotion_tags(self) -> tuple[str, ...]:
+        """The tags the model performs (e.g. ``<laugh>``), for the LLM's instructions; the
+        server removes any other ``<tag>`` unspoken (SegmentMetrics.tags_removed)."""
+        return EMOTION_TAGS
+
     def update_options(
         self,
         *,
@@ -265,6 +273,7 @@ class TTS(tts.TTS):
             generation_rtf=m.generation_rtf,
             invalid_tokens_dropped=m.invalid_tokens_dropped,
             text_chunks=m.text_chunks,
+            tags_removed=m.tags_removed,
         )
         self._segment_metadata[(session.session_id, segment_key)] = metadata
         while len(self._segment_metadata) > _MAX_PENDING_METADATA:  # metrics never emitted
@@ -286,8 +295,7 @@ def _validate(opts: _TTSOptions) -> None:
         raise ValueError(f"top_p must be in [0, 1], got {opts.top_p}")
     if opts.temperature < 0 or opts.max_tokens < 0:
         raise ValueError("temperature and max_tokens must be >= 0")
-    if not opts.voice:
-        raise ValueError("voice must be a non-empty voice name")
+    opts.voice = validate_voice_name(opts.voice)  # the server's rule; NFC as the server keys it
 
 
 class ChunkedStream(tts.ChunkedStream):
