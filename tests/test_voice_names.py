@@ -9,6 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from livekit.plugins import orpheus
 
+from inference_server.proto import tts_pb2 as pb
+from inference_server.service.tts_service import _with_session_id
 from inference_server.voices.names import (
     MAX_VOICE_NAME_BYTES,
     InvalidVoiceNameError,
@@ -83,3 +85,13 @@ def test_the_plugin_copy_agrees_with_the_server(name: str) -> None:
     if answer is not None and not answer.startswith("error"):  # a valid name is a safe path
         assert "/" not in answer and "\\" not in answer and answer not in (".", "..")
         assert not answer.startswith(("-", ".")) and len(answer.encode()) <= 64
+
+
+def test_the_entry_node_routes_on_the_nfc_name() -> None:
+    """SessionStart.voice is normalised before any ring lookup (fleet/ring.voice_key)."""
+    start = _with_session_id(
+        pb.SessionStart(session_id="s", voice=unicodedata.normalize("NFD", "유나"))
+    )
+    assert start.voice == "유나" and start.session_id == "s"
+    with pytest.raises(InvalidVoiceNameError, match="'a/b'"):
+        _with_session_id(pb.SessionStart(voice="a/b"))
