@@ -321,6 +321,7 @@ function setFigure(id, value) {
   if (value === null || value === undefined || value === "") {
     element.dataset.value = "";
     element.textContent = "–";
+    element.title = "";
     return;
   }
   element.dataset.value = String(value);
@@ -353,13 +354,17 @@ function clearError() {
   ui.error.dataset.code = "";
 }
 
-// The done event carries the server's own figures; accept a few spellings of each.
-function pick(event, ...names) {
-  for (const name of names) {
-    if (event[name] !== undefined && event[name] !== null) return event[name];
-    if (event.orpheus?.[name] !== undefined) return event.orpheus[name];
+// The done event's "orpheus" object carries the server's figures (inference_server/http/speech.py).
+function serverFigures(event) {
+  const o = event.orpheus ?? {};
+  setFigure("ttfa-server", o.ttfa_ms);
+  if (o.node_ttfa_ms !== undefined && o.node_ttfa_ms !== null) {
+    $("ttfa-server").title = `front door ${o.ttfa_ms} ms; the node's own ${o.node_ttfa_ms} ms`;
   }
-  return null;
+  setFigure("server-audio-seconds", o.audio_seconds);
+  setFigure("head-silence-ms", o.head_silence_trimmed_ms);
+  setFigure("node-id", o.node_id);
+  setFigure("session-id", o.session_id);
 }
 
 // ---------------------------------------------------------------- speaking
@@ -405,6 +410,7 @@ async function speak() {
       current = null;
       waveform.draw(stream.samples);
       setState("done", "Done");
+      refreshVoiceLabels();
     }
   };
   run.controller = controller;
@@ -449,11 +455,7 @@ async function speak() {
         setFigure("underruns", run.player.underruns);
       } else if (event.type === "speech.audio.done") {
         stream.done = event;
-        setFigure("ttfa-server", pick(event, "ttfa_ms", "server_ttfa_ms"));
-        setFigure("server-audio-seconds", pick(event, "audio_seconds", "audio_s", "duration"));
-        setFigure("head-silence-ms", pick(event, "head_silence_trimmed_ms", "head_silence_ms"));
-        setFigure("node-id", pick(event, "node_id", "node"));
-        setFigure("session-id", pick(event, "session_id", "session"));
+        serverFigures(event);
       } else if (event.type === "error" || event.error) {
         const error = event.error ?? event;
         throw new ApiError(error.message ?? "The server ended the stream with an error.", 0, error.code ?? error.type ?? "");
@@ -505,8 +507,7 @@ async function loadLists() {
       const group = document.createElement("optgroup");
       group.label = label;
       for (const v of list) {
-        const suffix = v.lora && v.loaded !== null ? (v.loaded ? " (loaded)" : " (on disk)") : "";
-        group.append(option(v.id, v.id + suffix));
+        group.append(option(v.id, voiceLabel(v)));
       }
       children.push(group);
     }
@@ -524,6 +525,23 @@ async function loadLists() {
     showError(new ApiError(`Could not list voices: ${error.message}${hint}`, error.status, error.code));
     setState("error", "Error");
   }
+}
+
+// After speaking, a LoRA voice may have been loaded: update the labels, nothing else.
+async function refreshVoiceLabels() {
+  try {
+    const voices = await getJSON("v1/audio/voices");
+    for (const v of listOf(voices, "voices", "data").map(voiceEntry)) {
+      const element = [...ui.voice.options].find((o) => o.value === v.id);
+      if (element) element.textContent = voiceLabel(v);
+    }
+  } catch {
+    // the labels stay as they were
+  }
+}
+
+function voiceLabel(v) {
+  return v.id + (v.lora && v.loaded !== null ? (v.loaded ? " (loaded)" : " (on disk)") : "");
 }
 
 function syncVoiceCustom() {
