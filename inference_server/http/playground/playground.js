@@ -402,7 +402,7 @@ async function speak() {
   const clicked = performance.now();
   const ctx = await audioClock();
   const controller = new AbortController();
-  let stream = { bytes: 0, samples: 0, done: null };
+  const stream = { bytes: 0, samples: 0, done: null };
   const run = {};
   const finishIfPlayed = () => {
     setFigure("played-seconds", run.player.playedSamples / SAMPLE_RATE);
@@ -445,7 +445,9 @@ async function speak() {
       if (event.type === "speech.audio.delta") {
         const bytes = base64Bytes(event.audio ?? event.delta ?? "");
         const samples = decoder.decode(bytes);
-        if (stream.bytes === 0 && bytes.length) setFigure("ttfa-client", performance.now() - clicked);
+        if (stream.bytes === 0 && bytes.length) {
+          setFigure("ttfa-client", performance.now() - clicked);
+        }
         stream.bytes += bytes.length;
         stream.samples += samples.length;
         run.player.push(samples);
@@ -457,8 +459,9 @@ async function speak() {
         stream.done = event;
         serverFigures(event);
       } else if (event.type === "error" || event.error) {
-        const error = event.error ?? event;
-        throw new ApiError(error.message ?? "The server ended the stream with an error.", 0, error.code ?? error.type ?? "");
+        const error = event.error ?? event; // mid-stream: {"type": "error", "error": {...}}
+        const message = error.message ?? "The server ended the stream with an error.";
+        throw new ApiError(message, 0, error.code ?? error.type ?? "");
       }
     }
     if (!stream.done) throw new ApiError("The stream ended before the server said it was done.");
@@ -521,8 +524,9 @@ async function loadLists() {
   } catch (error) {
     if (!ui.voice.options.length) ui.voice.replaceChildren(option(OTHER_VOICE, "Other voice…"));
     syncVoiceCustom();
-    const hint = error.status === 401 ? " Enter an API key above." : "";
-    showError(new ApiError(`Could not list voices: ${error.message}${hint}`, error.status, error.code));
+    const hint = error.status === 401 ? "\nEnter an API key above." : "";
+    const message = `Could not list voices: ${error.message}${hint}`;
+    showError(new ApiError(message, error.status, error.code));
     setState("error", "Error");
   }
 }
