@@ -29,8 +29,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SCREENSHOT = ROOT / "docs" / "playground.png"
 NODE_ID = "playground-node"
 LORA_VOICE = "nova"
-# tiny-random never says stop: a text's token budget is its audio (10 characters ~ 2 s),
-# and the page plays it in real time.
+# tiny-random never says stop: a text's token budget is its audio ("Hi <laugh>": 2.1 s), and
+# the page plays it in real time.
 TEXT = "Hi"
 SAMPLE_RATE = 24_000
 
@@ -64,7 +64,7 @@ def figure(page: Page, element_id: str) -> str:
     return page.get_attribute(f"#{element_id}", "data-value") or ""
 
 
-def wait_state(page: Page, *states: str, timeout_s: float = 30.0) -> str:
+def wait_state(page: Page, *states: str, timeout_s: float = 60.0) -> str:
     selector = ", ".join(f"#playground[data-state={s}]" for s in states)
     page.wait_for_selector(selector, timeout=timeout_s * 1000)
     return page.get_attribute("#playground", "data-state") or ""
@@ -121,7 +121,6 @@ def test_playground_streams_a_voice_and_shows_errors(server_factory, tmp_path: P
             page.click("#tags [data-tag='<laugh>']")
             assert page.input_value("#text") == f"{TEXT} <laugh>"
             page.click("#speak")
-            wait_state(page, "streaming", "playing", "done", "error", timeout_s=10)
             assert wait_state(page, "done", "error") == "done", page.text_content("#error")
 
             received_bytes = int(figure(page, "bytes-received"))
