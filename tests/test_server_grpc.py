@@ -9,7 +9,7 @@ from pathlib import Path
 
 import grpc
 import pytest
-from support_calls import final_status
+from support_calls import call_once, final_status
 from support_server import ServerProcess
 
 from inference_server.proto import tts_pb2 as pb
@@ -126,6 +126,19 @@ async def test_unknown_voice_is_not_found_naming_valid_voices(server: ServerProc
     code, details = await status_of(server.address, start("v", voice="nobody"), END)
     assert code == grpc.StatusCode.NOT_FOUND
     assert "nobody" in details and "tara" in details and "zoe" in details
+
+
+async def test_a_refusal_at_open_survives_a_client_that_writes_ahead(
+    server: ServerProcess,
+) -> None:
+    """grpc/grpc#36066: each call writes its text and EndInput behind the refused start; the
+    node reads them before it ends the call, so no client sees INTERNAL instead."""
+    msgs = (start("v", voice="nobody"), text("Hello there."), END)
+    ends = [
+        await call_once(lambda: grpc.aio.insecure_channel(server.address), msgs, ())
+        for _ in range(30)
+    ]
+    assert {end.code for end in ends} == {grpc.StatusCode.NOT_FOUND}
 
 
 async def test_stream_closed_before_start_is_invalid_argument(server: ServerProcess) -> None:

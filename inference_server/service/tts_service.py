@@ -8,6 +8,7 @@ import logging
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import NoReturn
 
 import grpc
 
@@ -25,7 +26,7 @@ from ..session.synthesis import SynthesisSession
 from ..voices.names import validate_voice_name
 from .admission import AdmissionPolicy
 from .client_writes import IDLE_S, read_in_flight
-from .errors import to_status
+from .errors import Status, to_status
 from .messages import (
     ResponseEncoder,
     check_audio_format,
@@ -91,7 +92,7 @@ class TTSService(pb_grpc.TTSServicer):
         except Exception as exc:
             err = to_status(exc)
             self._metrics.sessions.labels(err.code.name).inc()
-            await context.abort(err.code, err.details)
+            await _refuse(requests, context, err)
         if self.dispatch is None:
             responses = self._serve(start, requests, context)
         else:  # a fleet: serve here or forward to the session's owner
@@ -105,7 +106,7 @@ class TTSService(pb_grpc.TTSServicer):
         except Exception as exc:  # the fleet's refusals and relayed peer statuses
             err = to_status(exc)
             log.info("session %s: %s %s", start.session_id, err.code.name, err.details)
-            await context.abort(err.code, err.details)
+            await _refuse(requests, context, err)
 
     async def _serve(
         self,
@@ -120,7 +121,7 @@ class TTSService(pb_grpc.TTSServicer):
             err = to_status(exc)
             log.info("session refused: %s %s", err.code.name, err.details)
             self._metrics.sessions.labels(err.code.name).inc()
-            await context.abort(err.code, err.details)
+            await _refuse(requests, context, err)
         bind_session(session.session_id, session.voice.name)
         self.state.session_opened(session.session_id, session)
         code = grpc.StatusCode.CANCELLED
@@ -228,6 +229,17 @@ class TTSService(pb_grpc.TTSServicer):
         if point := resume_from_proto(start.resume, sampling):
             session.resume(point)
         return session
+
+
+async def _refuse(
+    requests: AsyncIterator[pb.SynthesizeRequest],
+    context: grpc.aio.ServicerContext,
+    err: Status,
+) -> NoReturn:
+    """End the call with `err` once the messages the client already sent are in
+    (service/client_writes.py: otherwise an aio client may see INTERNAL instead)."""
+    await read_in_flight(requests, first_idle_s=IDLE_S)
+    await context.abort(err.code, err.details)
 
 
 def _with_session_id(start: pb.SessionStart) -> pb.SessionStart:
