@@ -12,6 +12,7 @@ import itertools
 import json
 import ssl
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -180,3 +181,19 @@ def test_https_with_the_nodes_certificate_and_bearer_key(node: Node) -> None:
     )
     with urllib.request.urlopen(request, context=node.tls, timeout=10) as reply:
         assert json.loads(reply.read())["data"][0]["id"] == "tiny-random"
+
+
+def test_input_over_the_nodes_text_limit_is_400_before_any_audio(node: Node) -> None:
+    """--max-segment-chars refuses the text after the session has started; the response
+    has not begun (it starts with the first audio), so the client gets a 400."""
+    body = json.dumps({"input": "a" * 20_001, "voice": "tara"}).encode()
+    request = urllib.request.Request(
+        f"{node.https}/v1/audio/speech",
+        data=body,
+        headers={"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"},
+    )
+    with pytest.raises(urllib.error.HTTPError) as caught:
+        urllib.request.urlopen(request, context=node.tls, timeout=30)
+    assert caught.value.code == 400
+    error = json.loads(caught.value.read())["error"]
+    assert "max_segment_chars=20000" in error["message"]

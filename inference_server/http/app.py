@@ -25,6 +25,7 @@ from .speech import (
     media_type,
     response_headers,
     session_messages,
+    until_audio,
 )
 from .speech_schema import parse_speech_request
 from .stream_ws import serve_stream
@@ -36,6 +37,7 @@ PLACEHOLDER = (
     "Orpheus TTS node. HTTP API: POST /v1/audio/speech, GET /v1/models, "
     "GET /v1/audio/voices, WS /v1/audio/stream.\n"
 )
+MAX_BODY_BYTES = 4 * 1024 * 1024  # a speech request is text: the node's own limits are lower
 _KINDS = {pb.Voice.KIND_BASE: "base", pb.Voice.KIND_LORA: "lora"}
 
 
@@ -60,10 +62,14 @@ class Routes:
 
     async def speech(self, request: Request) -> Response:
         received = time.monotonic()
+        session = None
         try:
             req = parse_speech_request(await _json_body(request))
             session = await self.node.open(session_messages(req), _auth(request))
+            head = await until_audio(session)
         except Exception as exc:
+            if session is not None:
+                session.cancel()
             return await self._error(exc, request)
         figures = SpeechFigures(
             node_id=session.started.node_id,
@@ -73,7 +79,7 @@ class Routes:
             received_at=received,
         )
         return StreamingResponse(
-            audio_body(session, req, figures),
+            audio_body(session, head, req, figures),
             media_type=media_type(req),
             headers=response_headers(session),
         )
@@ -125,8 +131,13 @@ def _auth(request: Request) -> str | None:
 
 
 async def _json_body(request: Request) -> object:
+    body = bytearray()
+    async for part in request.stream():
+        body += part
+        if len(body) > MAX_BODY_BYTES:
+            raise ParamError("body", f"request body over {MAX_BODY_BYTES} bytes")
     try:
-        return json.loads(await request.body())
+        return json.loads(body)
     except ValueError:
         raise ParamError("body", "request body must be JSON") from None
 

@@ -1,8 +1,9 @@
 """`POST /v1/audio/speech`: one request = one session on the fleet, its audio streamed back.
 
-The response starts once the node has accepted the session (SessionStarted), so every
-refusal (key, voice, model, capacity, draining) is a proper HTTP status; after that the
-audio flows as the node generates it, in chunked transfer encoding.
+The response starts with the first audio (which is also when a client's first byte would
+come anyway), so every refusal before it (key, voice, model, capacity, draining, a limit on
+the text) is a proper HTTP status; after that the audio flows as the node generates it, in
+chunked transfer encoding.
 
 stream_format "audio": the bytes of `response_format`. stream_format "sse" (OpenAI's):
     data: {"type": "speech.audio.delta", "audio": "<base64 of response_format bytes>"}
@@ -22,7 +23,7 @@ import base64
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 
 from ..proto import tts_pb2 as pb
@@ -119,7 +120,7 @@ class SpeechFigures:
                 "node_id": self.node_id,
                 "session_id": self.session_id,
                 "voice": self.voice,
-                "model": self.model,
+                "model": self.model or None,  # None: the node's default model
                 "ttfa_ms": None if self.ttfa_ms is None else round(self.ttfa_ms, 1),
                 "node_ttfa_ms": self.node_ttfa_ms,
                 "audio_seconds": self.samples / SAMPLE_RATE,
@@ -143,14 +144,36 @@ def media_type(req: SpeechRequest) -> str:
     return "text/event-stream" if req.stream_format == "sse" else MEDIA_TYPES[req.response_format]
 
 
+async def until_audio(session: NodeSession) -> list[pb.SynthesizeResponse]:
+    """The session's responses up to its first audio (raises the node's refusal, if any)."""
+    head = []
+    async for response in session.responses():
+        head.append(response)
+        if response.WhichOneof("kind") == "audio" and response.audio.pcm:
+            break
+    return head
+
+
+async def _chain(
+    head: Iterable[pb.SynthesizeResponse], rest: AsyncIterator[pb.SynthesizeResponse]
+) -> AsyncIterator[pb.SynthesizeResponse]:
+    for response in head:
+        yield response
+    async for response in rest:
+        yield response
+
+
 async def audio_body(
-    session: NodeSession, req: SpeechRequest, figures: SpeechFigures
+    session: NodeSession,
+    head: list[pb.SynthesizeResponse],
+    req: SpeechRequest,
+    figures: SpeechFigures,
 ) -> AsyncIterator[bytes]:
-    """The response body: encoded audio, or sse events carrying it."""
+    """The response body: encoded audio, or sse events carrying it; `head` came first."""
     encoder = make_encoder(req.response_format)
     sse = req.stream_format == "sse"
     try:
-        async for response in session.responses():
+        async for response in _chain(head, session.responses()):
             figures.observe(response)
             if response.WhichOneof("kind") == "audio" and (
                 data := encoder.encode(response.audio.pcm)
