@@ -107,6 +107,16 @@ def _rows() -> list[tuple[str, str, str]]:
                 f"TTFA {proxy['real_owner']['ttfa_ratio']:.3f}x",
             )
         )
+    if http := _load("http_vs_grpc"):
+        by = {lv["concurrency"]: lv for lv in http["levels"]}
+        rows.append(
+            (
+                "HTTP front door (OpenAI API) vs gRPC: TTFA p50 at 1 / 8 concurrent",
+                f"{by[1]['http']['ttfa_p50_ms']:.0f} / {by[8]['http']['ttfa_p50_ms']:.0f} ms",
+                f"{by[1]['ttfa_p50_ratio_http_to_grpc']:.2f}x / "
+                f"{by[8]['ttfa_p50_ratio_http_to_grpc']:.2f}x",
+            )
+        )
     if mix := _load("lora_mix"):
         rows.append(
             (

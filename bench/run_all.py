@@ -18,6 +18,7 @@ BENCHMARKS = (
     ("bench.bench_longform", True),
     ("bench.bench_plugin", True),
     ("bench.bench_proxy", True),
+    ("bench.bench_http", True),
     ("bench.bench_lora_mix", True),
     ("bench.bench_admission", True),
     ("bench.bench_slow_reader", True),
