@@ -57,6 +57,7 @@ class HttpFrontDoor:
         self.node: NodeClient | None = None
         self._server: _Server | None = None
         self._task: asyncio.Task | None = None
+        self._listener: socket.socket | None = None
 
     @classmethod
     def from_config(cls, cfg: object) -> HttpFrontDoor:
@@ -69,17 +70,25 @@ class HttpFrontDoor:
         )
 
     def attach(self, server: grpc.aio.Server) -> None:
-        """Add the private unix socket to the node's gRPC server (before it starts)."""
+        """Bind the HTTP port (OSError if taken) and add the private unix socket to the
+        node's gRPC server; call before that server starts."""
+        try:
+            self._listener = socket.create_server(
+                (self.host.strip("[]"), self.port),
+                family=socket.AF_INET6 if ":" in self.host else socket.AF_INET,
+            )
+        except OSError as exc:
+            raise OSError(f"--http-port {self.port} on {self.host}: {exc.strerror}") from exc
+        self.port = self._listener.getsockname()[1]
         if server.add_insecure_port(self.grpc_target) == 0:
             raise OSError(f"cannot bind {self.grpc_target}")
 
     async def start(self) -> None:
-        """Listen on host:port (OSError if taken) and serve until `stop`."""
+        """Serve on the bound port until `stop`."""
+        if self._listener is None:
+            raise RuntimeError("HttpFrontDoor.attach() first")
+        listener = self._listener
         self.node = NodeClient(self.grpc_target)
-        listener = socket.create_server(
-            (self.host.strip("[]"), self.port),
-            family=socket.AF_INET6 if ":" in self.host else socket.AF_INET,
-        )
         cert, key, client_ca = self._tls
         config = uvicorn.Config(
             build_app(self.node),
@@ -93,7 +102,6 @@ class HttpFrontDoor:
             ssl_cert_reqs=ssl.CERT_REQUIRED if client_ca else ssl.CERT_NONE,
             timeout_graceful_shutdown=self._grace_s,
         )
-        self.port = listener.getsockname()[1]
         self._server = _Server(config)
         self._task = asyncio.create_task(self._server.serve(sockets=[listener]))
         async with asyncio.timeout(STARTUP_TIMEOUT_S):
@@ -116,7 +124,9 @@ class HttpFrontDoor:
                 self._server.config.timeout_graceful_shutdown = grace_s
             self._server.should_exit = True
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+                await self._task  # uvicorn closes the listener
+        elif self._listener is not None:
+            self._listener.close()
         if self.node is not None:
             await self.node.close()
         shutil.rmtree(self._dir, ignore_errors=True)
