@@ -172,10 +172,18 @@ async def test_unknown_voice_is_404_with_the_list_of_voices(fleet: Fleet) -> Non
     assert "alloy" in error["message"] and "tara" in error["message"]
 
 
-async def test_unsupported_speed_is_refused_naming_the_field(fleet: Fleet) -> None:
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("speed", 2.0), ("instructions", "Speak cheerfully"), ("response_format", "aac")],
+)
+async def test_what_orpheus_cannot_do_is_refused_naming_the_field(
+    fleet: Fleet, field: str, value: object
+) -> None:
     with pytest.raises(openai.BadRequestError) as caught:
-        await client(fleet).audio.speech.create(model="tts-1", input="Hi.", voice="tara", speed=2.0)
-    assert caught.value.body["param"] == "speed"
+        await client(fleet).audio.speech.create(
+            model="tts-1", input="Hi.", voice="tara", **{field: value}
+        )
+    assert caught.value.body["param"] == field
 
 
 async def test_models_and_voices_list_the_model_and_base_and_lora_voices(fleet: Fleet) -> None:

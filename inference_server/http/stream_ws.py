@@ -42,6 +42,7 @@ from .errors import HttpError, ParamError, http_error_listing_voices
 from .gate import SentenceGate
 from .marks import SentenceMarks
 from .node_client import NodeClient, NodeSession
+from .speech import text_pieces
 from .speech_schema import model_name, parse_voice, sampling_fields
 
 log = logging.getLogger(__name__)
@@ -182,9 +183,10 @@ class _Stream:
     def _release(self, text: str) -> None:
         self.marks.text_sent(self.segment_id, text)
         self.segment_has_text = True
-        self.session.send(
-            pb.SynthesizeRequest(text=pb.TextChunk(text=text, segment_id=self.segment_id))
-        )
+        for piece in text_pieces(text):  # each within the node's message size
+            self.session.send(
+                pb.SynthesizeRequest(text=pb.TextChunk(text=piece, segment_id=self.segment_id))
+            )
 
     async def _read(self) -> None:
         while True:
