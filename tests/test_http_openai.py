@@ -150,6 +150,7 @@ async def test_sse_stream_carries_the_audio_and_the_servers_figures(
     assert figures["audio_seconds"] == len(pcm) / 2 / RATE > 0
     assert figures["ttfa_ms"] > 0 and figures["node_ttfa_ms"] > 0
     assert figures["head_silence_trimmed_ms"] >= 0 and figures["sample_rate"] == RATE
+    assert figures["tags_removed"] == 0
 
 
 async def test_wrong_key_is_401_in_openais_shape(fleet: Fleet) -> None:

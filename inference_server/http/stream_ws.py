@@ -249,6 +249,7 @@ def _segment_done(done: pb.SegmentDone, at: int) -> dict:
             "tokens_generated": m.tokens_generated,
             "generation_rtf": round(m.generation_rtf, 3),
             "text_chunks": m.text_chunks,
+            "tags_removed": m.tags_removed,
         },
     }
 
