@@ -164,7 +164,7 @@ def error_of(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
         ("unreadable", "nova", "unreadable audio"),
         ("metadata_gap", "nova", "has no transcript in metadata.csv"),
         ("empty", "../evil", "invalid voice name '../evil'"),
-        ("empty", "", "voice name is empty"),
+        ("empty", "", "invalid voice name '': it is empty"),
     ],
 )
 def test_bad_input_is_exit_2_with_a_clear_message(
