@@ -146,7 +146,7 @@ class TextProgress(_message.Message):
     def __init__(self, segment_id: _Optional[str] = ..., chars_done: _Optional[int] = ...) -> None: ...
 
 class SegmentMetrics(_message.Message):
-    __slots__ = ("ttfa_ms", "tokens_generated", "audio_ms", "head_silence_trimmed_ms", "generation_rtf", "invalid_tokens_dropped", "text_chunks", "tags_removed")
+    __slots__ = ("ttfa_ms", "tokens_generated", "audio_ms", "head_silence_trimmed_ms", "generation_rtf", "invalid_tokens_dropped", "text_chunks", "tags_removed", "chunks_overrun", "chunks_budget_capped", "gap_silence_trimmed_ms")
     TTFA_MS_FIELD_NUMBER: _ClassVar[int]
     TOKENS_GENERATED_FIELD_NUMBER: _ClassVar[int]
     AUDIO_MS_FIELD_NUMBER: _ClassVar[int]
@@ -155,6 +155,9 @@ class SegmentMetrics(_message.Message):
     INVALID_TOKENS_DROPPED_FIELD_NUMBER: _ClassVar[int]
     TEXT_CHUNKS_FIELD_NUMBER: _ClassVar[int]
     TAGS_REMOVED_FIELD_NUMBER: _ClassVar[int]
+    CHUNKS_OVERRUN_FIELD_NUMBER: _ClassVar[int]
+    CHUNKS_BUDGET_CAPPED_FIELD_NUMBER: _ClassVar[int]
+    GAP_SILENCE_TRIMMED_MS_FIELD_NUMBER: _ClassVar[int]
     ttfa_ms: float
     tokens_generated: int
     audio_ms: float
@@ -163,7 +166,10 @@ class SegmentMetrics(_message.Message):
     invalid_tokens_dropped: int
     text_chunks: int
     tags_removed: int
-    def __init__(self, ttfa_ms: _Optional[float] = ..., tokens_generated: _Optional[int] = ..., audio_ms: _Optional[float] = ..., head_silence_trimmed_ms: _Optional[float] = ..., generation_rtf: _Optional[float] = ..., invalid_tokens_dropped: _Optional[int] = ..., text_chunks: _Optional[int] = ..., tags_removed: _Optional[int] = ...) -> None: ...
+    chunks_overrun: int
+    chunks_budget_capped: int
+    gap_silence_trimmed_ms: float
+    def __init__(self, ttfa_ms: _Optional[float] = ..., tokens_generated: _Optional[int] = ..., audio_ms: _Optional[float] = ..., head_silence_trimmed_ms: _Optional[float] = ..., generation_rtf: _Optional[float] = ..., invalid_tokens_dropped: _Optional[int] = ..., text_chunks: _Optional[int] = ..., tags_removed: _Optional[int] = ..., chunks_overrun: _Optional[int] = ..., chunks_budget_capped: _Optional[int] = ..., gap_silence_trimmed_ms: _Optional[float] = ...) -> None: ...
 
 class SegmentDone(_message.Message):
     __slots__ = ("segment_id", "metrics")
