@@ -176,6 +176,20 @@ class ServerConfig(BaseSettings):
         "audio",
         ge=1,
     )
+    chunk_gap_ms: float = setting(
+        _SESSION.chunk_gap_ms,
+        "head silence of a segment's later chunks is cut down to this pause (ms): the "
+        "natural gap between sentences",
+        "audio",
+        ge=0,
+    )
+    overrun_factor: float = setting(
+        _SESSION.overrun_factor,
+        "a chunk whose audio runs this many times past the length its text should take "
+        "is cut and counted (0 = never cut on length; loops are still cut)",
+        "audio",
+        ge=0,
+    )
     # vLLM engine
     quantization: Literal["auto", "fp8", "none"] = setting(
         "auto", "vllm: weight quantization: auto (fp8 on cuda, none on cpu), fp8, none", "vllm"

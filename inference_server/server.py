@@ -250,6 +250,8 @@ class InferenceNode:
                 first_chunk_frames=cfg.first_chunk_frames,
                 max_session_chars=cfg.max_session_chars,
                 max_audio_ahead_s=cfg.max_audio_ahead,
+                chunk_gap_ms=cfg.chunk_gap_ms,
+                overrun_factor=cfg.overrun_factor,
             ),
         )
 

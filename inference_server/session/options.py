@@ -16,6 +16,10 @@ class SessionOptions:
     max_session_chars: int = 200_000
     # generation waits while the listener has more than this buffered (0 = no pacing)
     max_audio_ahead_s: float = 5.0
+    # head silence of a segment's later chunks is cut down to this pause, not removed
+    chunk_gap_ms: float = 150.0
+    # a chunk is cut when its audio runs this many times past the text's estimate
+    overrun_factor: float = 3.0
 
 
 DEFAULT_SESSION_OPTIONS = SessionOptions()
