@@ -25,15 +25,15 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14orpheus/v1/tts.proto\x12\norpheus.v1\"\x81\x01\n\x0fSamplingOptions\x12\x13\n\x0btemperature\x18\x01 \x01(\x02\x12\r\n\x05top_p\x18\x02 \x01(\x02\x12\x1a\n\x12repetition_penalty\x18\x03 \x01(\x02\x12\x12\n\nmax_tokens\x18\x04 \x01(\r\x12\x11\n\x04seed\x18\x05 \x01(\x04H\x00\x88\x01\x01\x42\x07\n\x05_seed\"e\n\x0b\x41udioFormat\x12+\n\x08\x65ncoding\x18\x01 \x01(\x0e\x32\x19.orpheus.v1.AudioEncoding\x12\x13\n\x0bsample_rate\x18\x02 \x01(\r\x12\x14\n\x0cnum_channels\x18\x03 \x01(\r\"\x93\x01\n\nResumeFrom\x12\x12\n\nsegment_id\x18\x01 \x01(\t\x12\x12\n\nchars_done\x18\x02 \x01(\r\x12\x15\n\rnext_sequence\x18\x03 \x01(\x04\x12\x11\n\tchunk_end\x18\x04 \x01(\r\x12\x19\n\x11heard_frame_codes\x18\x06 \x03(\rJ\x04\x08\x05\x10\x06R\x12\x61udio_samples_done\"\xfc\x01\n\x0cSessionStart\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\r\n\x05voice\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12-\n\x08sampling\x18\x04 \x01(\x0b\x32\x1b.orpheus.v1.SamplingOptions\x12-\n\x0c\x61udio_format\x18\x05 \x01(\x0b\x32\x17.orpheus.v1.AudioFormat\x12\x1e\n\x11trim_head_silence\x18\x06 \x01(\x08H\x00\x88\x01\x01\x12&\n\x06resume\x18\x07 \x01(\x0b\x32\x16.orpheus.v1.ResumeFromB\x14\n\x12_trim_head_silence\"-\n\tTextChunk\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x12\n\nsegment_id\x18\x02 \x01(\t\"\x1b\n\x05\x46lush\x12\x12\n\nsegment_id\x18\x01 \x01(\t\"\n\n\x08\x45ndInput\"\xbc\x01\n\x11SynthesizeRequest\x12)\n\x05start\x18\x01 \x01(\x0b\x32\x18.orpheus.v1.SessionStartH\x00\x12%\n\x04text\x18\x02 \x01(\x0b\x32\x15.orpheus.v1.TextChunkH\x00\x12\"\n\x05\x66lush\x18\x03 \x01(\x0b\x32\x11.orpheus.v1.FlushH\x00\x12)\n\tend_input\x18\x04 \x01(\x0b\x32\x14.orpheus.v1.EndInputH\x00\x42\x06\n\x04kind\"\x8b\x01\n\x0eSessionStarted\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12\r\n\x05voice\x18\x03 \x01(\t\x12\x13\n\x0bsample_rate\x18\x04 \x01(\r\x12\x14\n\x0cnum_channels\x18\x05 \x01(\r\x12\x11\n\x04seed\x18\x06 \x01(\x04H\x00\x88\x01\x01\x42\x07\n\x05_seed\"\xa6\x01\n\nAudioChunk\x12\x0b\n\x03pcm\x18\x01 \x01(\x0c\x12\x12\n\nsegment_id\x18\x02 \x01(\t\x12\x10\n\x08sequence\x18\x03 \x01(\x04\x12\x13\n\x0bsample_rate\x18\x04 \x01(\r\x12\x13\n\x0b\x63hunk_start\x18\x05 \x01(\r\x12\x11\n\tchunk_end\x18\x06 \x01(\r\x12\x13\n\x0b\x66rame_codes\x18\x07 \x03(\r\x12\x13\n\x0b\x66irst_frame\x18\x08 \x01(\r\"6\n\x0cTextProgress\x12\x12\n\nsegment_id\x18\x01 \x01(\t\x12\x12\n\nchars_done\x18\x02 \x01(\r\"\xa7\x02\n\x0eSegmentMetrics\x12\x0f\n\x07ttfa_ms\x18\x01 \x01(\x02\x12\x18\n\x10tokens_generated\x18\x02 \x01(\r\x12\x10\n\x08\x61udio_ms\x18\x03 \x01(\x02\x12\x1f\n\x17head_silence_trimmed_ms\x18\x04 \x01(\x02\x12\x16\n\x0egeneration_rtf\x18\x05 \x01(\x02\x12\x1e\n\x16invalid_tokens_dropped\x18\x06 \x01(\r\x12\x13\n\x0btext_chunks\x18\x07 \x01(\r\x12\x14\n\x0ctags_removed\x18\x08 \x01(\r\x12\x16\n\x0e\x63hunks_overrun\x18\t \x01(\r\x12\x1c\n\x14\x63hunks_budget_capped\x18\n \x01(\r\x12\x1e\n\x16gap_silence_trimmed_ms\x18\x0b \x01(\x02\"N\n\x0bSegmentDone\x12\x12\n\nsegment_id\x18\x01 \x01(\t\x12+\n\x07metrics\x18\x02 \x01(\x0b\x32\x1a.orpheus.v1.SegmentMetrics\"\xd3\x01\n\x12SynthesizeResponse\x12-\n\x07started\x18\x01 \x01(\x0b\x32\x1a.orpheus.v1.SessionStartedH\x00\x12\'\n\x05\x61udio\x18\x02 \x01(\x0b\x32\x16.orpheus.v1.AudioChunkH\x00\x12/\n\x0csegment_done\x18\x03 \x01(\x0b\x32\x17.orpheus.v1.SegmentDoneH\x00\x12,\n\x08progress\x18\x04 \x01(\x0b\x32\x18.orpheus.v1.TextProgressH\x00\x42\x06\n\x04kind\"\"\n\x11ListVoicesRequest\x12\r\n\x05model\x18\x01 \x01(\t\"\x96\x01\n\x05Voice\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12$\n\x04kind\x18\x03 \x01(\x0e\x32\x16.orpheus.v1.Voice.Kind\x12\x0e\n\x06loaded\x18\x04 \x01(\x08\":\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\r\n\tKIND_BASE\x10\x01\x12\r\n\tKIND_LORA\x10\x02\"7\n\x12ListVoicesResponse\x12!\n\x06voices\x18\x01 \x03(\x0b\x32\x11.orpheus.v1.Voice*K\n\rAudioEncoding\x12\x1e\n\x1a\x41UDIO_ENCODING_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x41UDIO_ENCODING_PCM16LE\x10\x01\x32\xa3\x01\n\x03TTS\x12O\n\nSynthesize\x12\x1d.orpheus.v1.SynthesizeRequest\x1a\x1e.orpheus.v1.SynthesizeResponse(\x01\x30\x01\x12K\n\nListVoices\x12\x1d.orpheus.v1.ListVoicesRequest\x1a\x1e.orpheus.v1.ListVoicesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14orpheus/v1/tts.proto\x12\norpheus.v1\"\x81\x01\n\x0fSamplingOptions\x12\x13\n\x0btemperature\x18\x01 \x01(\x02\x12\r\n\x05top_p\x18\x02 \x01(\x02\x12\x1a\n\x12repetition_penalty\x18\x03 \x01(\x02\x12\x12\n\nmax_tokens\x18\x04 \x01(\r\x12\x11\n\x04seed\x18\x05 \x01(\x04H\x00\x88\x01\x01\x42\x07\n\x05_seed\"e\n\x0b\x41udioFormat\x12+\n\x08\x65ncoding\x18\x01 \x01(\x0e\x32\x19.orpheus.v1.AudioEncoding\x12\x13\n\x0bsample_rate\x18\x02 \x01(\r\x12\x14\n\x0cnum_channels\x18\x03 \x01(\r\"\x93\x01\n\nResumeFrom\x12\x12\n\nsegment_id\x18\x01 \x01(\t\x12\x12\n\nchars_done\x18\x02 \x01(\r\x12\x15\n\rnext_sequence\x18\x03 \x01(\x04\x12\x11\n\tchunk_end\x18\x04 \x01(\r\x12\x19\n\x11heard_frame_codes\x18\x06 \x03(\rJ\x04\x08\x05\x10\x06R\x12\x61udio_samples_done\"\x8e\x02\n\x0cSessionStart\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\r\n\x05voice\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12-\n\x08sampling\x18\x04 \x01(\x0b\x32\x1b.orpheus.v1.SamplingOptions\x12-\n\x0c\x61udio_format\x18\x05 \x01(\x0b\x32\x17.orpheus.v1.AudioFormat\x12\x1e\n\x11trim_head_silence\x18\x06 \x01(\x08H\x00\x88\x01\x01\x12&\n\x06resume\x18\x07 \x01(\x0b\x32\x16.orpheus.v1.ResumeFrom\x12\x10\n\x08language\x18\x08 \x01(\tB\x14\n\x12_trim_head_silence\"-\n\tTextChunk\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x12\n\nsegment_id\x18\x02 \x01(\t\"\x1b\n\x05\x46lush\x12\x12\n\nsegment_id\x18\x01 \x01(\t\"\n\n\x08\x45ndInput\"\xbc\x01\n\x11SynthesizeRequest\x12)\n\x05start\x18\x01 \x01(\x0b\x32\x18.orpheus.v1.SessionStartH\x00\x12%\n\x04text\x18\x02 \x01(\x0b\x32\x15.orpheus.v1.TextChunkH\x00\x12\"\n\x05\x66lush\x18\x03 \x01(\x0b\x32\x11.orpheus.v1.FlushH\x00\x12)\n\tend_input\x18\x04 \x01(\x0b\x32\x14.orpheus.v1.EndInputH\x00\x42\x06\n\x04kind\"\xac\x01\n\x0eSessionStarted\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12\r\n\x05voice\x18\x03 \x01(\t\x12\x13\n\x0bsample_rate\x18\x04 \x01(\r\x12\x14\n\x0cnum_channels\x18\x05 \x01(\r\x12\x11\n\x04seed\x18\x06 \x01(\x04H\x00\x88\x01\x01\x12\r\n\x05model\x18\x07 \x01(\t\x12\x10\n\x08language\x18\x08 \x01(\tB\x07\n\x05_seed\"\xa6\x01\n\nAudioChunk\x12\x0b\n\x03pcm\x18\x01 \x01(\x0c\x12\x12\n\nsegment_id\x18\x02 \x01(\t\x12\x10\n\x08sequence\x18\x03 \x01(\x04\x12\x13\n\x0bsample_rate\x18\x04 \x01(\r\x12\x13\n\x0b\x63hunk_start\x18\x05 \x01(\r\x12\x11\n\tchunk_end\x18\x06 \x01(\r\x12\x13\n\x0b\x66rame_codes\x18\x07 \x03(\r\x12\x13\n\x0b\x66irst_frame\x18\x08 \x01(\r\"6\n\x0cTextProgress\x12\x12\n\nsegment_id\x18\x01 \x01(\t\x12\x12\n\nchars_done\x18\x02 \x01(\r\"\xa7\x02\n\x0eSegmentMetrics\x12\x0f\n\x07ttfa_ms\x18\x01 \x01(\x02\x12\x18\n\x10tokens_generated\x18\x02 \x01(\r\x12\x10\n\x08\x61udio_ms\x18\x03 \x01(\x02\x12\x1f\n\x17head_silence_trimmed_ms\x18\x04 \x01(\x02\x12\x16\n\x0egeneration_rtf\x18\x05 \x01(\x02\x12\x1e\n\x16invalid_tokens_dropped\x18\x06 \x01(\r\x12\x13\n\x0btext_chunks\x18\x07 \x01(\r\x12\x14\n\x0ctags_removed\x18\x08 \x01(\r\x12\x16\n\x0e\x63hunks_overrun\x18\t \x01(\r\x12\x1c\n\x14\x63hunks_budget_capped\x18\n \x01(\r\x12\x1e\n\x16gap_silence_trimmed_ms\x18\x0b \x01(\x02\"N\n\x0bSegmentDone\x12\x12\n\nsegment_id\x18\x01 \x01(\t\x12+\n\x07metrics\x18\x02 \x01(\x0b\x32\x1a.orpheus.v1.SegmentMetrics\"\xd3\x01\n\x12SynthesizeResponse\x12-\n\x07started\x18\x01 \x01(\x0b\x32\x1a.orpheus.v1.SessionStartedH\x00\x12\'\n\x05\x61udio\x18\x02 \x01(\x0b\x32\x16.orpheus.v1.AudioChunkH\x00\x12/\n\x0csegment_done\x18\x03 \x01(\x0b\x32\x17.orpheus.v1.SegmentDoneH\x00\x12,\n\x08progress\x18\x04 \x01(\x0b\x32\x18.orpheus.v1.TextProgressH\x00\x42\x06\n\x04kind\"\"\n\x11ListVoicesRequest\x12\r\n\x05model\x18\x01 \x01(\t\"\xa8\x01\n\x05Voice\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12$\n\x04kind\x18\x03 \x01(\x0e\x32\x16.orpheus.v1.Voice.Kind\x12\x0e\n\x06loaded\x18\x04 \x01(\x08\x12\x10\n\x08language\x18\x05 \x01(\t\":\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\r\n\tKIND_BASE\x10\x01\x12\r\n\tKIND_LORA\x10\x02\"7\n\x12ListVoicesResponse\x12!\n\x06voices\x18\x01 \x03(\x0b\x32\x11.orpheus.v1.Voice\"%\n\x11ListModelsRequest\x12\x10\n\x08language\x18\x01 \x01(\t\"N\n\x05Model\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08language\x18\x02 \x01(\t\x12\x13\n\x0b\x62\x61se_voices\x18\x03 \x03(\t\x12\x10\n\x08node_ids\x18\x04 \x03(\t\"7\n\x12ListModelsResponse\x12!\n\x06models\x18\x01 \x03(\x0b\x32\x11.orpheus.v1.Model*K\n\rAudioEncoding\x12\x1e\n\x1a\x41UDIO_ENCODING_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x41UDIO_ENCODING_PCM16LE\x10\x01\x32\xf0\x01\n\x03TTS\x12O\n\nSynthesize\x12\x1d.orpheus.v1.SynthesizeRequest\x1a\x1e.orpheus.v1.SynthesizeResponse(\x01\x30\x01\x12K\n\nListVoices\x12\x1d.orpheus.v1.ListVoicesRequest\x1a\x1e.orpheus.v1.ListVoicesResponse\x12K\n\nListModels\x12\x1d.orpheus.v1.ListModelsRequest\x1a\x1e.orpheus.v1.ListModelsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'orpheus.v1.tts_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_AUDIOENCODING']._serialized_start=2160
-  _globals['_AUDIOENCODING']._serialized_end=2235
+  _globals['_AUDIOENCODING']._serialized_start=2405
+  _globals['_AUDIOENCODING']._serialized_end=2480
   _globals['_SAMPLINGOPTIONS']._serialized_start=37
   _globals['_SAMPLINGOPTIONS']._serialized_end=166
   _globals['_AUDIOFORMAT']._serialized_start=168
@@ -41,35 +41,41 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RESUMEFROM']._serialized_start=272
   _globals['_RESUMEFROM']._serialized_end=419
   _globals['_SESSIONSTART']._serialized_start=422
-  _globals['_SESSIONSTART']._serialized_end=674
-  _globals['_TEXTCHUNK']._serialized_start=676
-  _globals['_TEXTCHUNK']._serialized_end=721
-  _globals['_FLUSH']._serialized_start=723
-  _globals['_FLUSH']._serialized_end=750
-  _globals['_ENDINPUT']._serialized_start=752
-  _globals['_ENDINPUT']._serialized_end=762
-  _globals['_SYNTHESIZEREQUEST']._serialized_start=765
-  _globals['_SYNTHESIZEREQUEST']._serialized_end=953
-  _globals['_SESSIONSTARTED']._serialized_start=956
-  _globals['_SESSIONSTARTED']._serialized_end=1095
-  _globals['_AUDIOCHUNK']._serialized_start=1098
-  _globals['_AUDIOCHUNK']._serialized_end=1264
-  _globals['_TEXTPROGRESS']._serialized_start=1266
-  _globals['_TEXTPROGRESS']._serialized_end=1320
-  _globals['_SEGMENTMETRICS']._serialized_start=1323
-  _globals['_SEGMENTMETRICS']._serialized_end=1618
-  _globals['_SEGMENTDONE']._serialized_start=1620
-  _globals['_SEGMENTDONE']._serialized_end=1698
-  _globals['_SYNTHESIZERESPONSE']._serialized_start=1701
-  _globals['_SYNTHESIZERESPONSE']._serialized_end=1912
-  _globals['_LISTVOICESREQUEST']._serialized_start=1914
-  _globals['_LISTVOICESREQUEST']._serialized_end=1948
-  _globals['_VOICE']._serialized_start=1951
-  _globals['_VOICE']._serialized_end=2101
-  _globals['_VOICE_KIND']._serialized_start=2043
-  _globals['_VOICE_KIND']._serialized_end=2101
-  _globals['_LISTVOICESRESPONSE']._serialized_start=2103
-  _globals['_LISTVOICESRESPONSE']._serialized_end=2158
-  _globals['_TTS']._serialized_start=2238
-  _globals['_TTS']._serialized_end=2401
+  _globals['_SESSIONSTART']._serialized_end=692
+  _globals['_TEXTCHUNK']._serialized_start=694
+  _globals['_TEXTCHUNK']._serialized_end=739
+  _globals['_FLUSH']._serialized_start=741
+  _globals['_FLUSH']._serialized_end=768
+  _globals['_ENDINPUT']._serialized_start=770
+  _globals['_ENDINPUT']._serialized_end=780
+  _globals['_SYNTHESIZEREQUEST']._serialized_start=783
+  _globals['_SYNTHESIZEREQUEST']._serialized_end=971
+  _globals['_SESSIONSTARTED']._serialized_start=974
+  _globals['_SESSIONSTARTED']._serialized_end=1146
+  _globals['_AUDIOCHUNK']._serialized_start=1149
+  _globals['_AUDIOCHUNK']._serialized_end=1315
+  _globals['_TEXTPROGRESS']._serialized_start=1317
+  _globals['_TEXTPROGRESS']._serialized_end=1371
+  _globals['_SEGMENTMETRICS']._serialized_start=1374
+  _globals['_SEGMENTMETRICS']._serialized_end=1669
+  _globals['_SEGMENTDONE']._serialized_start=1671
+  _globals['_SEGMENTDONE']._serialized_end=1749
+  _globals['_SYNTHESIZERESPONSE']._serialized_start=1752
+  _globals['_SYNTHESIZERESPONSE']._serialized_end=1963
+  _globals['_LISTVOICESREQUEST']._serialized_start=1965
+  _globals['_LISTVOICESREQUEST']._serialized_end=1999
+  _globals['_VOICE']._serialized_start=2002
+  _globals['_VOICE']._serialized_end=2170
+  _globals['_VOICE_KIND']._serialized_start=2112
+  _globals['_VOICE_KIND']._serialized_end=2170
+  _globals['_LISTVOICESRESPONSE']._serialized_start=2172
+  _globals['_LISTVOICESRESPONSE']._serialized_end=2227
+  _globals['_LISTMODELSREQUEST']._serialized_start=2229
+  _globals['_LISTMODELSREQUEST']._serialized_end=2266
+  _globals['_MODEL']._serialized_start=2268
+  _globals['_MODEL']._serialized_end=2346
+  _globals['_LISTMODELSRESPONSE']._serialized_start=2348
+  _globals['_LISTMODELSRESPONSE']._serialized_end=2403
+  _globals['_TTS']._serialized_start=2483
+  _globals['_TTS']._serialized_end=2723
 # @@protoc_insertion_point(module_scope)

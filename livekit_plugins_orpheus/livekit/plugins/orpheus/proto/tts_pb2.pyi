@@ -54,7 +54,7 @@ class ResumeFrom(_message.Message):
     def __init__(self, segment_id: _Optional[str] = ..., chars_done: _Optional[int] = ..., next_sequence: _Optional[int] = ..., chunk_end: _Optional[int] = ..., heard_frame_codes: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class SessionStart(_message.Message):
-    __slots__ = ("session_id", "voice", "model", "sampling", "audio_format", "trim_head_silence", "resume")
+    __slots__ = ("session_id", "voice", "model", "sampling", "audio_format", "trim_head_silence", "resume", "language")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     VOICE_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -62,6 +62,7 @@ class SessionStart(_message.Message):
     AUDIO_FORMAT_FIELD_NUMBER: _ClassVar[int]
     TRIM_HEAD_SILENCE_FIELD_NUMBER: _ClassVar[int]
     RESUME_FIELD_NUMBER: _ClassVar[int]
+    LANGUAGE_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     voice: str
     model: str
@@ -69,7 +70,8 @@ class SessionStart(_message.Message):
     audio_format: AudioFormat
     trim_head_silence: bool
     resume: ResumeFrom
-    def __init__(self, session_id: _Optional[str] = ..., voice: _Optional[str] = ..., model: _Optional[str] = ..., sampling: _Optional[_Union[SamplingOptions, _Mapping]] = ..., audio_format: _Optional[_Union[AudioFormat, _Mapping]] = ..., trim_head_silence: _Optional[bool] = ..., resume: _Optional[_Union[ResumeFrom, _Mapping]] = ...) -> None: ...
+    language: str
+    def __init__(self, session_id: _Optional[str] = ..., voice: _Optional[str] = ..., model: _Optional[str] = ..., sampling: _Optional[_Union[SamplingOptions, _Mapping]] = ..., audio_format: _Optional[_Union[AudioFormat, _Mapping]] = ..., trim_head_silence: _Optional[bool] = ..., resume: _Optional[_Union[ResumeFrom, _Mapping]] = ..., language: _Optional[str] = ...) -> None: ...
 
 class TextChunk(_message.Message):
     __slots__ = ("text", "segment_id")
@@ -102,20 +104,24 @@ class SynthesizeRequest(_message.Message):
     def __init__(self, start: _Optional[_Union[SessionStart, _Mapping]] = ..., text: _Optional[_Union[TextChunk, _Mapping]] = ..., flush: _Optional[_Union[Flush, _Mapping]] = ..., end_input: _Optional[_Union[EndInput, _Mapping]] = ...) -> None: ...
 
 class SessionStarted(_message.Message):
-    __slots__ = ("session_id", "node_id", "voice", "sample_rate", "num_channels", "seed")
+    __slots__ = ("session_id", "node_id", "voice", "sample_rate", "num_channels", "seed", "model", "language")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     VOICE_FIELD_NUMBER: _ClassVar[int]
     SAMPLE_RATE_FIELD_NUMBER: _ClassVar[int]
     NUM_CHANNELS_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    LANGUAGE_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     node_id: str
     voice: str
     sample_rate: int
     num_channels: int
     seed: int
-    def __init__(self, session_id: _Optional[str] = ..., node_id: _Optional[str] = ..., voice: _Optional[str] = ..., sample_rate: _Optional[int] = ..., num_channels: _Optional[int] = ..., seed: _Optional[int] = ...) -> None: ...
+    model: str
+    language: str
+    def __init__(self, session_id: _Optional[str] = ..., node_id: _Optional[str] = ..., voice: _Optional[str] = ..., sample_rate: _Optional[int] = ..., num_channels: _Optional[int] = ..., seed: _Optional[int] = ..., model: _Optional[str] = ..., language: _Optional[str] = ...) -> None: ...
 
 class AudioChunk(_message.Message):
     __slots__ = ("pcm", "segment_id", "sequence", "sample_rate", "chunk_start", "chunk_end", "frame_codes", "first_frame")
@@ -198,7 +204,7 @@ class ListVoicesRequest(_message.Message):
     def __init__(self, model: _Optional[str] = ...) -> None: ...
 
 class Voice(_message.Message):
-    __slots__ = ("name", "model", "kind", "loaded")
+    __slots__ = ("name", "model", "kind", "loaded", "language")
     class Kind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         KIND_UNSPECIFIED: _ClassVar[Voice.Kind]
@@ -211,14 +217,40 @@ class Voice(_message.Message):
     MODEL_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     LOADED_FIELD_NUMBER: _ClassVar[int]
+    LANGUAGE_FIELD_NUMBER: _ClassVar[int]
     name: str
     model: str
     kind: Voice.Kind
     loaded: bool
-    def __init__(self, name: _Optional[str] = ..., model: _Optional[str] = ..., kind: _Optional[_Union[Voice.Kind, str]] = ..., loaded: _Optional[bool] = ...) -> None: ...
+    language: str
+    def __init__(self, name: _Optional[str] = ..., model: _Optional[str] = ..., kind: _Optional[_Union[Voice.Kind, str]] = ..., loaded: _Optional[bool] = ..., language: _Optional[str] = ...) -> None: ...
 
 class ListVoicesResponse(_message.Message):
     __slots__ = ("voices",)
     VOICES_FIELD_NUMBER: _ClassVar[int]
     voices: _containers.RepeatedCompositeFieldContainer[Voice]
     def __init__(self, voices: _Optional[_Iterable[_Union[Voice, _Mapping]]] = ...) -> None: ...
+
+class ListModelsRequest(_message.Message):
+    __slots__ = ("language",)
+    LANGUAGE_FIELD_NUMBER: _ClassVar[int]
+    language: str
+    def __init__(self, language: _Optional[str] = ...) -> None: ...
+
+class Model(_message.Message):
+    __slots__ = ("name", "language", "base_voices", "node_ids")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    LANGUAGE_FIELD_NUMBER: _ClassVar[int]
+    BASE_VOICES_FIELD_NUMBER: _ClassVar[int]
+    NODE_IDS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    language: str
+    base_voices: _containers.RepeatedScalarFieldContainer[str]
+    node_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., language: _Optional[str] = ..., base_voices: _Optional[_Iterable[str]] = ..., node_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ListModelsResponse(_message.Message):
+    __slots__ = ("models",)
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    models: _containers.RepeatedCompositeFieldContainer[Model]
+    def __init__(self, models: _Optional[_Iterable[_Union[Model, _Mapping]]] = ...) -> None: ...

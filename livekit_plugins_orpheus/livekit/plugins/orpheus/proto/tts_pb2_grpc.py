@@ -45,6 +45,11 @@ class TTSStub:
                 request_serializer=orpheus_dot_v1_dot_tts__pb2.ListVoicesRequest.SerializeToString,
                 response_deserializer=orpheus_dot_v1_dot_tts__pb2.ListVoicesResponse.FromString,
                 _registered_method=True)
+        self.ListModels = channel.unary_unary(
+                '/orpheus.v1.TTS/ListModels',
+                request_serializer=orpheus_dot_v1_dot_tts__pb2.ListModelsRequest.SerializeToString,
+                response_deserializer=orpheus_dot_v1_dot_tts__pb2.ListModelsResponse.FromString,
+                _registered_method=True)
 
 
 class TTSServicer:
@@ -64,6 +69,14 @@ class TTSServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListModels(self, request, context):
+        """Models the fleet serves (any node answers for the whole fleet): each with its
+        language, base voices and the nodes serving it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TTSServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -76,6 +89,11 @@ def add_TTSServicer_to_server(servicer, server):
                     servicer.ListVoices,
                     request_deserializer=orpheus_dot_v1_dot_tts__pb2.ListVoicesRequest.FromString,
                     response_serializer=orpheus_dot_v1_dot_tts__pb2.ListVoicesResponse.SerializeToString,
+            ),
+            'ListModels': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListModels,
+                    request_deserializer=orpheus_dot_v1_dot_tts__pb2.ListModelsRequest.FromString,
+                    response_serializer=orpheus_dot_v1_dot_tts__pb2.ListModelsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -132,6 +150,33 @@ class TTS:
             '/orpheus.v1.TTS/ListVoices',
             orpheus_dot_v1_dot_tts__pb2.ListVoicesRequest.SerializeToString,
             orpheus_dot_v1_dot_tts__pb2.ListVoicesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListModels(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orpheus.v1.TTS/ListModels',
+            orpheus_dot_v1_dot_tts__pb2.ListModelsRequest.SerializeToString,
+            orpheus_dot_v1_dot_tts__pb2.ListModelsResponse.FromString,
             options,
             channel_credentials,
             insecure,
