@@ -24,7 +24,7 @@ from transformers import DynamicCache
 from inference_server.audio.pcm import float_to_pcm16
 from inference_server.codec.snac_decoder import SnacDecoder
 from inference_server.codec.snac_model import load_snac
-from inference_server.engine.base import SamplingConfig, token_budget
+from inference_server.engine.base import SamplingConfig
 from inference_server.engine.model_loading import load_causal_lm, load_tokenizer
 from inference_server.engine.sampling import RowSampler, sample_audio_tokens
 from inference_server.orpheus import tokens as T
@@ -32,6 +32,8 @@ from inference_server.orpheus.codes import FrameAssembler
 from inference_server.orpheus.prompt import build_prompt
 from inference_server.proto import tts_pb2 as pb
 from inference_server.proto import tts_pb2_grpc as pb_grpc
+from inference_server.session.options import DEFAULT_SESSION_OPTIONS as OPTIONS
+from inference_server.session.overrun import chunk_budget
 
 WINDOW_FRAMES = 4  # the reference decodes 28 tokens ...
 KEEP_FRAME = 1  # ... and keeps the 2nd frame
@@ -74,7 +76,8 @@ class NaiveTTS(pb_grpc.TTSServicer):
         ids = torch.tensor([prompt])
         assembler, frames, tokens = FrameAssembler(), [], 0
         with torch.inference_mode():
-            while tokens < token_budget(text, sampling):
+            budget, _ = chunk_budget(text, OPTIONS.language, OPTIONS.overrun_factor, sampling)
+            while tokens < budget:
                 out = self._model(input_ids=ids, past_key_values=cache, use_cache=True)
                 token = sample_audio_tokens(out.logits[:, -1], [sampler])[0]
                 if token == T.END_OF_SPEECH:

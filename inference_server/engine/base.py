@@ -51,7 +51,7 @@ class GenerationRequest:
     request_id: str
     prompt_ids: Sequence[int]
     sampling: SamplingConfig
-    max_new_tokens: int  # this chunk's budget (see `token_budget`)
+    max_new_tokens: int  # this chunk's budget (session/overrun.py: `chunk_budget`)
     adapter: str | None = None  # LoRA voice name; None = base model
     session_id: str = ""
 
@@ -75,16 +75,6 @@ class EngineStats:
     live_requests: int = 0
     queued_requests: int = 0
     adapters: dict[str, int] = field(default_factory=dict)  # e.g. lora cache hits/misses
-
-
-def token_budget(text: str, sampling: SamplingConfig, tokens_per_char: float = 9.0) -> int:
-    """Token budget for speaking `text`: scales with its length so a looping model still ends.
-
-    Speech runs ~14 characters per second (82 tokens/s -> ~6 tokens per character);
-    the default allows 1.5x that plus one second of slack, capped by `max_tokens`.
-    """
-    frames = math.ceil((len(text) * tokens_per_char + T.TOKENS_PER_SECOND) / T.FRAME_TOKENS)
-    return max(T.FRAME_TOKENS, min(sampling.max_tokens // T.FRAME_TOKENS, frames) * T.FRAME_TOKENS)
 
 
 class Engine(abc.ABC):

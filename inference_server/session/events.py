@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from .overrun import ChunkEnd
+
+if TYPE_CHECKING:
+    from ..audio.head_silence import HeadSilenceTrimmer
 
 
 @dataclass(slots=True)
@@ -15,6 +21,23 @@ class SegmentMetrics:
     invalid_tokens_dropped: int = 0
     text_chunks: int = 0
     tags_removed: int = 0  # unknown or malformed <tags> not spoken (orpheus/tags.py)
+    chunks_overrun: int = 0  # cut: looping, or past their text's overrun limit (overrun.py)
+    chunks_budget_capped: int = 0  # stopped by the client's max_tokens
+    gap_silence_trimmed_ms: float = 0.0  # later chunks' head silence cut to --chunk-gap-ms
+
+    def count_end(self, end: ChunkEnd) -> None:
+        if end in (ChunkEnd.LOOP, ChunkEnd.LENGTH):
+            self.chunks_overrun += 1
+        elif end is ChunkEnd.MAX_TOKENS:
+            self.chunks_budget_capped += 1
+
+    def add_trimmed(self, trimmer: HeadSilenceTrimmer | None, *, first_chunk: bool) -> None:
+        if trimmer is None:
+            return
+        if first_chunk:
+            self.head_silence_trimmed_ms += trimmer.trimmed_ms
+        else:
+            self.gap_silence_trimmed_ms += trimmer.trimmed_ms
 
     @property
     def generation_rtf(self) -> float:

@@ -25,7 +25,7 @@ from ..audio.head_silence import HeadSilenceTrimmer
 from ..audio.pcm import float_to_pcm16
 from ..codec.decode_batcher import SnacDecodeBatcher
 from ..codec.stream_decoder import DEFAULT_MAX_EMIT_FRAMES, DecodeWindow, SnacStreamDecoder
-from ..engine.base import Engine, GenerationRequest, SamplingConfig, token_budget
+from ..engine.base import Engine, GenerationRequest, SamplingConfig
 from ..errors import ClientError
 from ..orpheus import tokens as T
 from ..orpheus.codes import FrameAssembler, frames_to_token_ids
@@ -33,6 +33,7 @@ from ..orpheus.prompt import ContinuityContext, TextTokenizer, build_prompt
 from ..orpheus.tags import ORPHEUS_TAGS, filter_tags
 from .events import AudioOut, ProgressOut, SegmentMetrics, SegmentOut, SessionEvent
 from .options import DEFAULT_SESSION_OPTIONS, SessionOptions
+from .overrun import ChunkEnd, LoopDetector, chunk_budget
 from .playback import REAL_CLOCK, Clock, Pacer, PlaybackClock
 from .resume import FrameLedger, ResumePoint, chunk_sampling, no_frames
 from .segment_text import SegmentText, TextSpan
@@ -180,9 +181,8 @@ class SynthesisSession:
 
     async def _speak_segment(self, segment: SegmentText) -> AsyncIterator[SessionEvent]:
         metrics = SegmentMetrics()
-        trimmer = HeadSilenceTrimmer(threshold_dbfs=self._options.silence_threshold_dbfs)
         # resumed mid-segment or after heard audio: the failed node trimmed this segment's head
-        trim = self._options.trim_head_silence and not (segment.offset or len(self._heard))
+        head = not (segment.offset or len(self._heard))
         context: ContinuityContext | None = None
         ready_at: float | None = None
         ahead: tuple[TextSpan, _ChunkRun] | None = None  # next chunk, already generating
@@ -196,6 +196,7 @@ class SynthesisSession:
                 else:
                     chunk = self._start_chunk(segment.segment_id, span, context)
                 ready_at = ready_at or time.perf_counter()
+                trimmer = self._trimmer(first_chunk=head and not metrics.text_chunks)
                 metrics.text_chunks += 1
 
                 def look_ahead(span: TextSpan = span, chunk: _ChunkRun = chunk) -> None:
@@ -206,7 +207,7 @@ class SynthesisSession:
 
                 async for samples, frames in self._speak_chunk(chunk, look_ahead):
                     chunk.ledger.decoded(frames)  # heard once audio after them goes out
-                    if trim:
+                    if trimmer is not None:
                         samples = trimmer.push(samples)
                     if len(samples):
                         if metrics.audio_ms:  # a segment's first audio never waits: TTFA as before
@@ -218,14 +219,26 @@ class SynthesisSession:
                 metrics.invalid_tokens_dropped += chunk.assembler.tokens_dropped
                 metrics.generation_s += chunk.generation_s
                 metrics.tags_removed += chunk.tags_removed
+                metrics.count_end(chunk.end)
+                metrics.add_trimmed(trimmer, first_chunk=metrics.text_chunks == 1 and head)
                 context = self._context(chunk)
                 yield ProgressOut(segment.segment_id, span.end)
         finally:
             if ahead is not None:
                 await ahead[1].generation.close()
-        metrics.head_silence_trimmed_ms = trimmer.trimmed_ms
         if segment is not self._silent_tail:
             yield SegmentOut(segment.segment_id, metrics)
+
+    def _trimmer(self, *, first_chunk: bool) -> HeadSilenceTrimmer | None:
+        """A segment's head silence is cut; a later chunk's down to a natural pause."""
+        if not self._options.trim_head_silence:
+            return None
+        if first_chunk:
+            return HeadSilenceTrimmer(threshold_dbfs=self._options.silence_threshold_dbfs)
+        return HeadSilenceTrimmer(
+            threshold_dbfs=self._options.silence_threshold_dbfs,
+            pre_roll_ms=self._options.chunk_gap_ms,
+        )
 
     def _audio(
         self,
@@ -258,21 +271,27 @@ class SynthesisSession:
         # so the engine's audio step k (counted from 0) keeps k mod 7 right; at k = 0 the
         # stop is not legal yet, so a resumed chunk adds at least one frame.
         heard_ids = frames_to_token_ids(heard)
-        budget = token_budget(text, self._sampling, self._options.tokens_per_char)
+        options = self._options
+        budget, capped = chunk_budget(
+            text, options.language, options.overrun_factor, self._sampling
+        )
         if (tags_removed and not any(c.isalnum() for c in text)) or (
             len(heard) and len(heard_ids) >= budget
         ):
             # nothing left once tags are removed, or all of it was heard: only its mark is left
             return _ChunkRun(text, _Generation(_no_tokens()), heard, tags_removed)
+        max_new_tokens = max(T.FRAME_TOKENS, budget - len(heard_ids))
         request = GenerationRequest(
             request_id=f"{self.session_id}/{next(_REQUEST_NUMBERS)}",
             prompt_ids=build_prompt(self._tokenizer, self.voice.name, text, context) + heard_ids,
             sampling=chunk_sampling(self._sampling, segment_id, span.start, len(heard)),
-            max_new_tokens=max(T.FRAME_TOKENS, budget - len(heard_ids)),
+            max_new_tokens=max_new_tokens,
             adapter=self.voice.adapter,
             session_id=self.session_id,
         )
-        return _ChunkRun(text, _Generation(self._engine.generate(request)), heard, tags_removed)
+        chunk = _ChunkRun(text, _Generation(self._engine.generate(request)), heard, tags_removed)
+        chunk.budget = (max_new_tokens, ChunkEnd.MAX_TOKENS if capped else ChunkEnd.LENGTH)
+        return chunk
 
     async def _speak_chunk(
         self, chunk: _ChunkRun, look_ahead: Callable[[], None]
@@ -303,17 +322,22 @@ class SynthesisSession:
                     chunk.frames.extend(frames)
                     decoder.decode_ms_per_frame = self._decoder.ms_per_frame
                     windows = decoder.push(frames) if frames else []
+                    if chunk.loops.push(frames):
+                        chunk.end = ChunkEnd.LOOP  # its windows go out, then it is closed
                 # One window at a time per stream: frames that arrive meanwhile join the
                 # next window, which is what keeps the decode overhead per frame low.
                 for window in windows:
                     pcm = await self._decode(window)
                     race.close()
                     yield pcm, window.emitted
+                if chunk.end is ChunkEnd.LOOP:
+                    break
         finally:
             race.close()
             await generation.close()  # aborts the engine request if it is still live
         chunk.generation_s = time.perf_counter() - generation.started
         chunk.assembler.finish()
+        chunk.judge_end()
         look_ahead()
         for window in decoder.finish():
             yield await self._decode(window), window.emitted
@@ -345,6 +369,14 @@ class _ChunkRun:
         self.heard = heard  # frames the listener heard before a failover (a resumed chunk)
         self.frames: list[np.ndarray] = list(heard)  # all of them, for the continuity context
         self.ledger = FrameLedger(len(heard))
+        self.loops = LoopDetector()
+        self.budget: tuple[int, ChunkEnd] | None = None  # (max new tokens, what set it)
+        self.end = ChunkEnd.SPOKEN
+
+    def judge_end(self) -> None:
+        """A generation that used its whole budget was stopped by it, not by the model."""
+        if self.end is ChunkEnd.SPOKEN and self.budget and self.tokens >= self.budget[0]:
+            self.end = self.budget[1]
 
 
 _STALLED: list[int] = []  # sentinel: no tokens within the poll interval
