@@ -14,7 +14,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .personas import PERSONAS_DIR
@@ -101,14 +101,31 @@ class AgentConfig(BaseSettings):
     tts_model: str = Field(
         "", description="model name sent to the node (empty: the node's default model)"
     )
+    llm_base_url: str | None = Field(
+        None,
+        description="OpenAI-compatible chat-completions endpoint for the LLM (vLLM, llama.cpp, "
+        "Ollama: `http://host:8000/v1`); unset: OPENAI_BASE_URL, else OpenAI",
+    )
+    llm_api_key: SecretStr | None = Field(
+        None, description="key of the LLM endpoint; unset: OPENAI_API_KEY (none needed locally)"
+    )
+    stt_base_url: str | None = Field(
+        None,
+        description="OpenAI-compatible transcription endpoint for the STT (Speaches, vLLM); "
+        "unset: OPENAI_BASE_URL, else OpenAI. Text mode needs no STT",
+    )
+    stt_api_key: SecretStr | None = Field(
+        None, description="key of the STT endpoint; unset: OPENAI_API_KEY (none needed locally)"
+    )
     openai_base_url: str | None = Field(
         None,
         validation_alias="OPENAI_BASE_URL",
-        description="any OpenAI-compatible endpoint for STT and LLM (OpenAI, vLLM, Ollama, "
-        "Speaches); unset: OpenAI",
+        description="endpoint for both LLM and STT when their own is unset; unset: OpenAI",
     )
     openai_api_key: SecretStr | None = Field(
-        None, validation_alias="OPENAI_API_KEY", description="key of that endpoint"
+        None,
+        validation_alias="OPENAI_API_KEY",
+        description="OpenAI's key (or OPENAI_BASE_URL's): the LLM's and STT's when theirs is unset",
     )
     stt_model: str = Field("gpt-4o-mini-transcribe", min_length=1, description="STT model")
     stt_language: str = Field("en", min_length=1, description="language the STT listens for")
@@ -128,7 +145,8 @@ class AgentConfig(BaseSettings):
     )
     wav_dir: Path = Field(
         Path("agent-turns"),
-        description="text mode (`text`, `console --text`): where each turn's WAV goes",
+        description="`text` and `console`: each conversation's recordings go to a new "
+        "directory in it (turn-NNN.wav per agent turn, conversation.wav, latency.jsonl)",
     )
     min_endpointing_delay: float = _seconds(
         MIN_ENDPOINTING_DELAY_S,
@@ -168,6 +186,14 @@ class AgentConfig(BaseSettings):
             for k, v in data.items()
             if not (isinstance(v, str) and not v.strip())
         }
+
+    @field_validator("llm_base_url", "stt_base_url", "openai_base_url")
+    @classmethod
+    def _endpoint_url(cls, url: str | None) -> str | None:
+        # the openai client would take `localhost:8000/v1` and fail on the first turn
+        if url is not None and not url.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https:// (e.g. http://127.0.0.1:8000/v1)")
+        return url
 
     @model_validator(mode="after")
     def _endpointing_order(self) -> AgentConfig:
@@ -234,4 +260,4 @@ def _describe(cls: type[AgentConfig], err: dict) -> str:
         return f"agent settings: {err['msg'].removeprefix('Value error, ')}"
     raw = next((v for k, v in os.environ.items() if k.upper() == name.upper()), None)
     shown = "" if raw is None or "KEY" in name else f"={raw!r}"
-    return f"{name}{shown}: {err['msg']}"
+    return f"{name}{shown}: {err['msg'].removeprefix('Value error, ')}"

@@ -1,41 +1,46 @@
 """The reference persona agent: a LiveKit Agents worker speaking through orpheus.TTS.
 
-python agent/main.py dev        # worker for a LiveKit server, reloads on edits
-python agent/main.py start      # production worker
-python agent/main.py console    # talk to it from this machine (`--text` for typing)
-python agent/main.py text       # no LiveKit at all: typed turns, each reply saved as WAV
+python agent/main.py start      # production worker for a LiveKit server
+python agent/main.py dev        # development worker
+python agent/main.py console    # this machine's microphone and speaker, no LiveKit
+python agent/main.py text       # typed turns, no LiveKit and no audio device
+
+`start` and `dev` run the worker through livekit-agents' own entry
+(`python -m livekit.agents start agent/main.py`), which finds `server` below; the Python
+CLI of `cli.run_app` is deprecated in livekit-agents 1.8.9.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script: make `agent` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from livekit.agents import AgentSession, JobContext, JobProcess, WorkerOptions, cli
-from livekit.agents.voice.speech_handle import SpeechHandle
+from livekit.agents import AgentServer, JobContext, JobProcess
 from livekit.plugins import silero
 
 from agent.config import AgentConfig, SettingsError
+from agent.endpoints import EndpointMissing, endpoint
 from agent.latency import TurnLatencyTracker
 from agent.personas import Persona, PersonaError, load_personas, select_persona
-from agent.pipeline import PersonaAgent, build_session, build_stt, turn_handling
-from agent.turn_audio import TurnAudioSink
+from agent.pipeline import PersonaAgent, build_session, build_stt
 
 logger = logging.getLogger("orpheus-agent")
 
-
-def _load_dotenv() -> None:
-    try:
-        from dotenv import load_dotenv
-    except ImportError:
-        return
-    load_dotenv(Path(__file__).resolve().parent / ".env")
+# which models each mode talks to: checked before anything starts
+NEEDS = {
+    "start": ("llm", "stt"),
+    "dev": ("llm", "stt"),
+    "console": ("llm", "stt"),
+    "text": ("llm",),
+}
 
 
 def persona_for_room(
@@ -72,94 +77,101 @@ async def entrypoint(ctx: JobContext) -> None:
     vad_model = ctx.proc.userdata["vad"]
     session = build_session(config, persona, vad_model=vad_model, stt_model=build_stt(config))
     session.tts.prewarm()
-    tracker = TurnLatencyTracker(budget_s=config.first_audio_budget)
-    tracker.attach(session)
-
+    TurnLatencyTracker(budget_s=config.first_audio_budget).attach(session)
     await session.start(agent=PersonaAgent(persona), room=ctx.room)
-    if _console_text_mode():
-        # the framework's text mode drops audio output; keep the TTS running into WAVs
-        wav_dir = config.wav_dir
-        session.output.audio = TurnAudioSink(wav_dir=wav_dir, realtime=False)
-        logger.info("text mode: each agent turn is written to %s/turn-NNN.wav", wav_dir)
 
 
-def _console_text_mode() -> bool:
-    from livekit.agents.cli.cli import AgentsConsole
-
-    console = AgentsConsole.get_instance()
-    return console.enabled and console.console_mode == "text"
+# found by livekit-agents' entry (`python -m livekit.agents start agent/main.py`, `lk agent`)
+server = AgentServer(setup_fnc=prewarm)
+server.rtc_session(entrypoint, agent_name=os.environ.get("AGENT_NAME", "").strip())
 
 
-async def run_text_mode(config: AgentConfig, persona: Persona) -> None:
-    """A session with no room, microphone or VAD: stdin lines are the user's turns."""
-    wav_dir = config.wav_dir
-    options = turn_handling(config)
-    options["turn_detection"] = "manual"  # typed turns: nothing to detect
-    session = build_session(config, persona, vad_model=None, stt_model=None, turn_options=options)
-    sink = TurnAudioSink(wav_dir=wav_dir, realtime=False)
-    session.output.audio = sink
-    tracker = TurnLatencyTracker(budget_s=config.first_audio_budget)
-    tracker.attach(session)
-    speech = SpeechTracker(session)
-    print(f"{persona.name} ({persona.voice}); audio of each turn goes to {wav_dir}/")
-    await session.start(agent=PersonaAgent(persona))
-    loop = asyncio.get_running_loop()
-    try:
-        while True:
-            await speech.wait_all()
-            if sink.turns and sink.turns[-1].path:
-                print(f"  [{sink.turns[-1].path}]")
-            line = await loop.run_in_executor(None, _prompt)
-            if line is None:
-                break
-            if line.strip():
-                result = session.run(user_input=line.strip())
-                await result
-                for ev in result.events:
-                    if ev.type == "message" and ev.item.role == "assistant":
-                        print(f"{persona.name}: {ev.item.text_content}")
-        await speech.wait_all()
-    finally:
-        await session.aclose()
+def parser() -> argparse.ArgumentParser:
+    cli = argparse.ArgumentParser(
+        prog="python agent/main.py",
+        description="The Orpheus persona agent. Settings come from the environment and "
+        "agent/.env (agent/README.md lists them).",
+    )
+    modes = cli.add_subparsers(dest="mode", required=True, metavar="MODE")
+    start = modes.add_parser("start", help="production worker: joins rooms of a LiveKit server")
+    dev = modes.add_parser("dev", help="development worker: colored logs, no drain on exit")
+    for worker in (start, dev):
+        worker.add_argument("--log-level", default="INFO", help="default: %(default)s")
+        worker.add_argument("--url", help="LiveKit server URL (default: LIVEKIT_URL)")
+        worker.add_argument("--api-key", help="default: LIVEKIT_API_KEY")
+        worker.add_argument("--api-secret", help="default: LIVEKIT_API_SECRET")
+    start.add_argument("--log-format", choices=["json", "colored"], default="json")
+    console = modes.add_parser(
+        "console", help="talk with this machine's microphone and speaker, no LiveKit (records)"
+    )
+    console.add_argument("--text", action="store_true", help="type instead: the same as `text`")
+    modes.add_parser("text", help="type turns, no LiveKit or audio device (records the WAVs)")
+    modes.add_parser("download-files", help="fetch the plugins' model files (container builds)")
+    return cli
 
 
-class SpeechTracker:
-    """Collects the session's speech handles so callers can wait until all have played."""
-
-    def __init__(self, session: AgentSession) -> None:
-        self.handles: list[SpeechHandle] = []
-        session.on("speech_created", lambda ev: self.handles.append(ev.speech_handle))
-
-    async def wait_all(self) -> None:
-        while pending := [h for h in self.handles if not h.done()]:
-            await asyncio.gather(*pending, return_exceptions=True)
+def worker_argv(args: argparse.Namespace) -> list[str]:
+    """The livekit-agents entry's arguments for `start`/`dev`."""
+    argv = ["start", str(Path(__file__).resolve()), "--log-level", args.log_level]
+    argv += ["--dev"] if args.mode == "dev" else ["--log-format", args.log_format]
+    for flag in ("url", "api_key", "api_secret"):
+        if value := getattr(args, flag):
+            argv += [f"--{flag.replace('_', '-')}", value]
+    return argv
 
 
-def _prompt() -> str | None:
-    try:
-        return input("you> ")
-    except EOFError:
-        return None
-
-
-def main() -> None:
-    _load_dotenv()
+def load(mode: str) -> tuple[AgentConfig, Persona]:
+    """Settings, personas and endpoints, checked; exits with one line per problem."""
     try:
         config = AgentConfig.from_env()
     except SettingsError as e:
         sys.exit(f"agent: bad environment (see agent/.env.example):\n{e}")
     try:
         personas = load_personas(config.personas_dir)  # fail fast, before any worker starts
-        select_persona(personas, None, config.persona)
-    except (PersonaError, KeyError) as e:
+        persona = select_persona(personas, None, config.persona)
+        for model in NEEDS[mode]:
+            endpoint(config, model)
+    except (PersonaError, KeyError, EndpointMissing) as e:
         sys.exit(f"agent: {e.args[0] if isinstance(e, KeyError) else e}")
-    if sys.argv[1:2] == ["text"]:
-        logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
-        asyncio.run(run_text_mode(config, select_persona(personas, None, config.persona)))
+    return config, persona
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    from livekit.agents import __main__ as livekit_entry
+
+    if args.mode == "download-files":
+        sys.exit(livekit_entry.main(["download-files"]))
+    _load_dotenv()
+    mode = "text" if args.mode == "console" and args.text else args.mode
+    config, persona = load(mode)
+    if mode in ("start", "dev"):
+        sys.exit(livekit_entry.main(worker_argv(args)))
+    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+    sys.exit(run_local(mode, config, persona))
+
+
+def run_local(mode: str, config: AgentConfig, persona: Persona) -> int:
+    from agent.console_audio import AudioDeviceError
+    from agent.local_session import ModelFailed, run_console, run_text
+
+    run = run_text if mode == "text" else run_console
+    try:
+        asyncio.run(run(config, persona))
+    except (ModelFailed, AudioDeviceError) as e:
+        print(f"agent: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    return 0
+
+
+def _load_dotenv() -> None:
+    try:
+        from dotenv import load_dotenv
+    except ImportError:
         return
-    cli.run_app(
-        WorkerOptions(entrypoint_fnc=entrypoint, prewarm_fnc=prewarm, agent_name=config.agent_name)
-    )
+    load_dotenv(Path(__file__).resolve().parent / ".env")
 
 
 if __name__ == "__main__":

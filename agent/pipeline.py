@@ -8,6 +8,7 @@ from livekit.plugins import openai, orpheus
 from pydantic import SecretStr
 
 from .config import MIN_INTERRUPTION_S, AgentConfig
+from .endpoints import endpoint
 from .personas import Persona
 
 
@@ -54,21 +55,25 @@ def build_tts(config: AgentConfig, persona: Persona) -> orpheus.TTS:
 
 
 def build_llm(config: AgentConfig, persona: Persona) -> openai.LLM:
+    """The persona's LLM on its endpoint; EndpointMissing when none is configured."""
+    target = endpoint(config, "llm")
     return openai.LLM(
         model=persona.llm_model or config.llm_model,
-        base_url=config.openai_base_url or None,
-        api_key=_secret(config.openai_api_key) or None,
+        base_url=target.base_url,
+        api_key=target.api_key,
     )
 
 
 def build_stt(config: AgentConfig) -> openai.STT:
+    """The STT on its endpoint; EndpointMissing when none is configured."""
     # non-realtime transcription works with any OpenAI-compatible server (vLLM, Speaches,
     # faster-whisper-server); the session's VAD cuts the audio into utterances for it
+    target = endpoint(config, "stt")
     return openai.STT(
         model=config.stt_model,
         language=config.stt_language,
-        base_url=config.openai_base_url or None,
-        api_key=_secret(config.openai_api_key) or None,
+        base_url=target.base_url,
+        api_key=target.api_key,
         use_realtime=False,
     )
 

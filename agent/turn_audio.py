@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import time
 import wave
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,8 +39,8 @@ class TurnAudioSink(io.AudioOutput):
     """`io.AudioOutput` without a device: playout is simulated at real-time pace.
 
     Each segment (one flush) becomes a `TurnAudio`; with `wav_dir` set it is written to
-    `wav_dir/turn-NNN.wav` when it finishes. `clear_buffer()` (an interruption) ends
-    the segment at the position real-time playout had reached.
+    `wav_dir/turn-NNN.wav` when it finishes, then handed to `on_turn`. `clear_buffer()`
+    (an interruption) ends the segment at the position real-time playout had reached.
     """
 
     def __init__(
@@ -49,6 +50,7 @@ class TurnAudioSink(io.AudioOutput):
         wav_dir: Path | str | None = None,
         realtime: bool = True,
         label: str = "TurnAudioSink",
+        on_turn: Callable[[TurnAudio], None] | None = None,
     ) -> None:
         super().__init__(
             label=label,
@@ -57,6 +59,7 @@ class TurnAudioSink(io.AudioOutput):
         )
         self._wav_dir = Path(wav_dir) if wav_dir is not None else None
         self._realtime = realtime
+        self._on_turn = on_turn
         self.turns: list[TurnAudio] = []
         self._current: TurnAudio | None = None
         self._interrupted = asyncio.Event()
@@ -101,6 +104,8 @@ class TurnAudioSink(io.AudioOutput):
             turn.played_s = min(elapsed, turn.duration_s) if turn.interrupted else turn.duration_s
             if self._wav_dir is not None:
                 turn.path = write_wav(self._wav_dir / f"turn-{turn.index:03d}.wav", turn)
+            if self._on_turn is not None:
+                self._on_turn(turn)
         finally:
             self._current, self._playout = None, None
         self.on_playback_finished(playback_position=turn.played_s, interrupted=turn.interrupted)

@@ -17,7 +17,7 @@ from scripted_models import ScriptedLLM, ScriptedSTT, SilentMicrophone
 
 from agent.config import AgentConfig
 from agent.latency import TurnLatencyTracker, first_reply
-from agent.main import SpeechTracker
+from agent.local_session import SpeechTracker
 from agent.personas import load_persona
 from agent.pipeline import PersonaAgent, build_session, build_tts, turn_handling
 from agent.turn_audio import TurnAudioSink

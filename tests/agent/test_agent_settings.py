@@ -29,6 +29,10 @@ GOOD = {
     "tts_url": ("router:50051,grpcs://b:443", "router:50051,grpcs://b:443"),
     "tts_api_key": ("k-123", SecretStr("k-123")),
     "tts_model": ("orpheus-3b-ft", "orpheus-3b-ft"),
+    "llm_base_url": ("http://127.0.0.1:8080/v1", "http://127.0.0.1:8080/v1"),
+    "llm_api_key": ("llm-key", SecretStr("llm-key")),
+    "stt_base_url": ("https://speaches.lan/v1", "https://speaches.lan/v1"),
+    "stt_api_key": ("stt-key", SecretStr("stt-key")),
     "openai_base_url": ("http://gpu:8000/v1", "http://gpu:8000/v1"),
     "openai_api_key": ("sk-x", SecretStr("sk-x")),
     "stt_model": ("Systran/faster-whisper-small", "Systran/faster-whisper-small"),
@@ -51,6 +55,10 @@ BAD = {
     "vad_min_silence": ["-1", "inf"],
     "first_audio_budget": ["-1", "fast"],
     "preemptive_tts": ["maybe", "2"],
+    # free text, but an endpoint needs its scheme: the openai client would fail on the first turn
+    "llm_base_url": ["localhost:8000/v1", "127.0.0.1:11434"],
+    "stt_base_url": ["speaches:8000"],
+    "openai_base_url": ["ftp://gpu/v1"],
 }
 
 

@@ -1,0 +1,1 @@
+"""The reference persona agent (see agent/README.md); `python agent/main.py --help`."""
