@@ -1,4 +1,9 @@
-"""Read a folder of clips + transcripts, resample to 24 kHz and trim silence at both ends."""
+"""Read a folder of clips + transcripts, resample to 24 kHz and trim silence at both ends.
+
+Layouts: LJSpeech (`metadata.csv`: `id|text[|normalized]` beside the audio) or `clip.wav`
++ `clip.txt` pairs. Audio longer than `--max-clip-seconds` is a long recording and its
+text the whole transcript: it is cut at pauses into sentence clips (segment.py).
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ import soundfile as sf
 import soxr
 
 from ..orpheus.tokens import SAMPLE_RATE
+from .segment import split_recording
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +42,23 @@ class TrimmedClip:
     samples: np.ndarray  # mono float32 at 24 kHz, silence trimmed
     lead_ms: float
     tail_ms: float
+    span_s: tuple[float, float] | None = None  # where in a long recording it was cut
+
+
+@dataclass(frozen=True, slots=True)
+class Dropped:
+    """A clip left out of training, and why (the report lists them)."""
+
+    clip_id: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class DataOptions:
+    silence_threshold_db: float = -40.0
+    max_clip_s: float = 20.0
+    min_pause_ms: float = 300.0
+    tolerance: float = 1.5
 
 
 def find_clips(data_dir: Path) -> list[Clip]:
@@ -128,18 +151,77 @@ def trim_silence(
     return samples[start:end], start * to_ms, (len(samples) - end) * to_ms
 
 
-def load_trimmed(clips: list[Clip], threshold_db: float) -> list[TrimmedClip]:
-    """Load, resample and trim every clip; silent clips are skipped with a warning."""
-    out = []
+def load_trimmed(
+    clips: list[Clip], options: DataOptions
+) -> tuple[list[TrimmedClip], list[Dropped]]:
+    """Load, resample and trim every clip, splitting long recordings; report what is dropped."""
+    out: list[TrimmedClip] = []
+    dropped: list[Dropped] = []
     for clip in clips:
-        trimmed, lead, tail = trim_silence(load_audio(clip.audio), threshold_db)
-        if len(trimmed) == 0:
-            log.warning("clip %s: silent at %.0f dB, skipped", clip.clip_id, threshold_db)
+        samples = load_audio(clip.audio)
+        if len(samples) > options.max_clip_s * SAMPLE_RATE:
+            kept, lost = _split(clip, samples, options)
+            out += kept
+            dropped += lost
             continue
-        log.info(
-            "clip %s: trimmed %.0f ms leading, %.0f ms trailing silence", clip.clip_id, lead, tail
-        )
-        out.append(TrimmedClip(clip, trimmed, lead, tail))
+        item = _trimmed(clip, samples, options.silence_threshold_db)
+        if item is None:
+            dropped.append(Dropped(clip.clip_id, _silent(options)))
+        else:
+            out.append(item)
     if not out:
-        raise DatasetError(f"every clip is silent at --silence-threshold-db {threshold_db}")
-    return out
+        raise DatasetError(
+            "no usable clip: " + "; ".join(f"{d.clip_id}: {d.reason}" for d in dropped[:5])
+        )
+    return out, dropped
+
+
+def _silent(options: DataOptions) -> str:
+    return f"silent at --silence-threshold-db {options.silence_threshold_db:g}"
+
+
+def _trimmed(
+    clip: Clip, samples: np.ndarray, threshold_db: float, span: tuple[float, float] | None = None
+) -> TrimmedClip | None:
+    trimmed, lead, tail = trim_silence(samples, threshold_db)
+    if len(trimmed) == 0:
+        log.warning("clip %s: silent at %.0f dB, skipped", clip.clip_id, threshold_db)
+        return None
+    log.info("clip %s: trimmed %.0f ms leading, %.0f ms trailing silence", clip.clip_id, lead, tail)
+    return TrimmedClip(clip, trimmed, lead, tail, span)
+
+
+def _split(
+    clip: Clip, samples: np.ndarray, options: DataOptions
+) -> tuple[list[TrimmedClip], list[Dropped]]:
+    pieces = split_recording(
+        samples,
+        clip.text,
+        threshold_db=options.silence_threshold_db,
+        min_pause_ms=options.min_pause_ms,
+        max_clip_s=options.max_clip_s,
+        tolerance=options.tolerance,
+    )
+    if not pieces:
+        return [], [Dropped(clip.clip_id, _silent(options))]
+    kept, dropped = [], []
+    for n, piece in enumerate(pieces, 1):
+        part = Clip(f"{clip.clip_id}-{n:03d}", clip.audio, piece.text)
+        span = (round(piece.start_s, 2), round(piece.end_s, 2))
+        if piece.problem:
+            dropped.append(Dropped(part.clip_id, f"{span[0]}-{span[1]} s: {piece.problem}"))
+            continue
+        lo, hi = int(piece.start_s * SAMPLE_RATE), int(piece.end_s * SAMPLE_RATE)
+        item = _trimmed(part, samples[lo:hi], options.silence_threshold_db, span)
+        if item is None:
+            dropped.append(Dropped(part.clip_id, _silent(options)))
+        else:
+            kept.append(item)
+    log.info(
+        "recording %s (%.0f s): %d sentence clips kept, %d dropped",
+        clip.clip_id,
+        len(samples) / SAMPLE_RATE,
+        len(kept),
+        len(dropped),
+    )
+    return kept, dropped

@@ -1,28 +1,44 @@
-"""A small LoRA training loop: AdamW, progress bar, checkpoints every N steps, resume."""
+"""LoRA training on the transformers `Trainer`.
+
+The Trainer (on accelerate) already does what a one-GPU voice fine-tune needs and keeps
+it working across releases: mixed precision (bf16/fp16 autocast, fp16 grad scaling),
+gradient accumulation, cosine/linear schedules with warmup, gradient checkpointing,
+per-epoch eval, and checkpoints that hold the adapter, optimizer, scheduler, RNG state
+and log history, so `--resume` skips the batches already seen and continues bit for bit.
+This module only lays our rows out for it and reports progress.
+"""
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import logging
 import math
-import random
+import os
+import signal
+import warnings
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
-from peft.utils import set_peft_model_state_dict
-from safetensors.torch import load_file
 from tqdm import tqdm
+from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from ..orpheus.tokens import PAD
 from .encode import TrainingRow
 
 log = logging.getLogger(__name__)
+# The Trainer asks the model under its pre-5.2x name on every step: noise for our users.
+warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 IGNORE = -100  # label id the loss skips
+CHECKPOINT_PREFIX = "checkpoint-"  # the Trainer's checkpoint directory names
+# Test hook: send ourselves a real SIGINT after this optimizer step (as a user's Ctrl-C).
+SIGINT_AFTER_STEP_ENV = "ORPHEUS_FINETUNE_SIGINT_AFTER_STEP"
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,14 +47,24 @@ class TrainConfig:
     alpha: int = 32
     dropout: float = 0.0
     lr: float = 2e-4
+    lr_schedule: str = "cosine"
+    warmup: float = 0.05  # steps, or a fraction of all steps when < 1
     batch_size: int = 1
-    epochs: int = 1
+    grad_accum: int = 1
+    epochs: int = 5
     max_steps: int | None = None
-    checkpoint_every: int = 100
+    checkpoint_every: int = 50
+    keep_checkpoints: int = 2
+    gradient_checkpointing: bool = False
+    device: str = "cpu"
+    dtype: str = "fp32"
     seed: int = 0
 
+    def steps_per_epoch(self, n_rows: int) -> int:
+        return max(1, math.ceil(math.ceil(n_rows / self.batch_size) / self.grad_accum))
+
     def total_steps(self, n_rows: int) -> int:
-        steps = self.epochs * math.ceil(n_rows / self.batch_size)
+        steps = self.epochs * self.steps_per_epoch(n_rows)
         return min(steps, self.max_steps) if self.max_steps is not None else steps
 
 
@@ -68,76 +94,139 @@ def collate(rows: Sequence[TrainingRow]) -> dict[str, torch.Tensor]:
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
-def batches(
-    rows: Sequence[TrainingRow], config: TrainConfig, epoch: int
-) -> list[list[TrainingRow]]:
-    """A seeded shuffle per epoch, so a resumed run sees the same order."""
-    order = list(range(len(rows)))
-    random.Random(config.seed * 100003 + epoch).shuffle(order)
-    size = config.batch_size
-    return [[rows[i] for i in order[k : k + size]] for k in range(0, len(order), size)]
+def latest_checkpoint(root: Path) -> Path | None:
+    """The newest complete checkpoint: the Trainer writes trainer_state.json last."""
+    done = [p for p in root.glob(f"{CHECKPOINT_PREFIX}*") if (p / "trainer_state.json").is_file()]
+    return max(done, key=lambda p: int(p.name.removeprefix(CHECKPOINT_PREFIX)), default=None)
+
+
+def training_arguments(
+    config: TrainConfig, checkpoint_dir: Path, has_eval: bool
+) -> TrainingArguments:
+    return TrainingArguments(
+        output_dir=str(checkpoint_dir),
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.grad_accum,
+        num_train_epochs=config.epochs,
+        max_steps=config.max_steps if config.max_steps is not None else -1,
+        learning_rate=config.lr,
+        lr_scheduler_type=config.lr_schedule,
+        warmup_steps=config.warmup,
+        weight_decay=0.0,
+        max_grad_norm=1.0,
+        optim="adamw_torch",
+        bf16=config.dtype == "bf16",
+        fp16=config.dtype == "fp16",
+        use_cpu=config.device == "cpu",
+        **_checkpointing(config.gradient_checkpointing),
+        eval_strategy="epoch" if has_eval else "no",
+        logging_strategy="steps",
+        logging_steps=1,
+        save_strategy="steps",
+        save_steps=config.checkpoint_every,
+        save_total_limit=config.keep_checkpoints,
+        seed=config.seed,
+        data_seed=config.seed,
+        report_to="none",
+        disable_tqdm=True,  # LossBar below is the progress bar
+        remove_unused_columns=False,
+        label_names=["labels"],
+        dataloader_pin_memory=False,
+    )
+
+
+def _checkpointing(enabled: bool) -> dict[str, Any]:
+    """Activation checkpointing, by the name this transformers release uses (5.2x renamed it)."""
+    if not enabled:
+        return {}
+    fields = {f.name for f in dataclasses.fields(TrainingArguments)}
+    name = (
+        "activation_checkpointing"
+        if "activation_checkpointing" in fields
+        else "gradient_checkpointing"
+    )
+    return {name: True, f"{name}_kwargs": {"use_reentrant": False}}
+
+
+class LossBar(TrainerCallback):
+    """One tqdm bar: steps, ETA, the last train loss and the last eval loss."""
+
+    def __init__(self) -> None:
+        self.bar: tqdm | None = None
+        self.postfix: dict[str, str] = {}
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.bar = tqdm(
+            total=state.max_steps, initial=state.global_step, desc="training LoRA", unit="step"
+        )
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self.bar is not None:
+            self.bar.update(state.global_step - self.bar.n)
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any) -> None:
+        for key, short in (("loss", "loss"), ("eval_loss", "eval"), ("epoch", "epoch")):
+            if logs and key in logs:
+                self.postfix[short] = f"{logs[key]:.3f}" if short != "epoch" else f"{logs[key]:.2f}"
+        if self.bar is not None:
+            self.bar.set_postfix(self.postfix, refresh=False)
+
+    def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+class SigintAfterStep(TrainerCallback):
+    """Deliver a real SIGINT to this process once step `step` is done (tests' Ctrl-C)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if state.global_step == self.step:
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+@dataclass(frozen=True, slots=True)
+class TrainResult:
+    model: PeftModel
+    steps: int
+    resumed_from: Path | None
+    log_history: list[dict[str, float]]
 
 
 def train_lora(
     base: torch.nn.Module,
-    rows: Sequence[TrainingRow],
+    train_rows: Sequence[TrainingRow],
+    eval_rows: Sequence[TrainingRow],
     config: TrainConfig,
     checkpoint_dir: Path,
     resume: bool = False,
-) -> PeftModel:
-    """Train a voice LoRA on `rows`; return the PEFT model (adapter name `default`)."""
-    torch.manual_seed(config.seed)
+) -> TrainResult:
+    """Train a voice LoRA on `train_rows`; the PEFT model's adapter is named `default`."""
+    torch.manual_seed(config.seed)  # the LoRA init
     model = get_peft_model(base, lora_config(config))
-    model.train()
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
-    total = config.total_steps(len(rows))
-    step = _resume(model, optimizer, checkpoint_dir) if resume else 0
-    per_epoch = math.ceil(len(rows) / config.batch_size)
-    progress = tqdm(total=total, initial=step, desc="training LoRA", unit="step")
-    while step < total:
-        epoch, offset = divmod(step, per_epoch)
-        for batch in batches(rows, config, epoch)[offset:]:
-            loss = model(**collate(batch)).loss
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            progress.update(1)
-            progress.set_postfix(loss=f"{loss.item():.3f}", epoch=epoch)
-            if step % config.checkpoint_every == 0 or step == total:
-                save_checkpoint(model, optimizer, checkpoint_dir, step, config)
-            if step >= total:
-                break
-    progress.close()
-    return model.eval()
+    trainer = Trainer(
+        model=model,
+        args=training_arguments(config, checkpoint_dir, bool(eval_rows)),
+        train_dataset=list(train_rows),
+        eval_dataset=list(eval_rows) or None,
+        data_collator=collate,
+        callbacks=[LossBar(), *_test_hooks()],
+    )
+    for noisy in (PrinterCallback, ProgressCallback):
+        trainer.remove_callback(noisy)
+    start = latest_checkpoint(checkpoint_dir) if resume else None
+    if resume and start is None:
+        log.warning("--resume: no checkpoint in %s, starting from step 0", checkpoint_dir)
+    elif start is not None:
+        log.info("resumed from %s (step %s)", start, start.name.removeprefix(CHECKPOINT_PREFIX))
+    trainer.train(resume_from_checkpoint=str(start) if start else None)
+    model.eval()
+    return TrainResult(model, trainer.state.global_step, start, list(trainer.state.log_history))
 
 
-def save_checkpoint(
-    model: PeftModel, optimizer: torch.optim.Optimizer, root: Path, step: int, config: TrainConfig
-) -> Path:
-    """`root/step-000123/`: the adapter, the optimizer state and the step."""
-    path = root / f"step-{step:06d}"
-    model.save_pretrained(str(path), save_embedding_layers=False)
-    torch.save(optimizer.state_dict(), path / "optimizer.pt")
-    (path / "trainer_state.json").write_text(json.dumps({"step": step, "config": asdict(config)}))
-    log.info("checkpoint %s", path)
-    return path
-
-
-def latest_checkpoint(root: Path) -> Path | None:
-    done = [p for p in root.glob("step-*") if (p / "trainer_state.json").is_file()]
-    return max(done, key=lambda p: p.name) if done else None
-
-
-def _resume(model: PeftModel, optimizer: torch.optim.Optimizer, root: Path) -> int:
-    path = latest_checkpoint(root)
-    if path is None:
-        log.warning("--resume: no checkpoint in %s, starting from step 0", root)
-        return 0
-    set_peft_model_state_dict(model, load_file(str(path / "adapter_model.safetensors")))
-    optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
-    step = json.loads((path / "trainer_state.json").read_text())["step"]
-    log.info("resumed from %s (step %d)", path, step)
-    return step
+def _test_hooks() -> list[TrainerCallback]:
+    step = os.environ.get(SIGINT_AFTER_STEP_ENV)
+    return [SigintAfterStep(int(step))] if step else []
