@@ -68,6 +68,15 @@ class ServerConfig(BaseSettings):
     drain_grace: float = setting(
         30.0, "seconds live sessions get to finish on SIGTERM", "node", ge=0
     )
+    language: str = setting(
+        "", "language of the model's voices, e.g. en, ko (default: orpheus.json's, else en)", "node"
+    )
+    base_voices: Annotated[tuple[str, ...], NoDecode] = setting(
+        (),
+        "the model's own voices, comma-separated (default: orpheus.json's, else the stock "
+        "English voices tara,leah,...)",
+        "node",
+    )
     # fleet
     redis_url: str | None = setting(
         None, "Redis for fleet membership, e.g. redis://10.0.0.2:6379/0", "fleet"
@@ -209,9 +218,9 @@ class ServerConfig(BaseSettings):
         "text", "text, or json (one object per line, with session and voice)", "logs"
     )
 
-    @field_validator("peers", mode="before")
+    @field_validator("peers", "base_voices", mode="before")
     @classmethod
-    def _split_peers(cls, value: object) -> object:
+    def _split_list(cls, value: object) -> object:
         if isinstance(value, str):
             return tuple(x.strip() for x in value.split(",") if x.strip())
         return value

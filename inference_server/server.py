@@ -24,6 +24,7 @@ from .fleet.dispatch import FleetDispatch
 from .fleet.membership import Membership
 from .metrics import NodeMetrics
 from .node_state import NodeState
+from .orpheus.model_card import ModelCard, load_model_card
 from .orpheus.tags import tags_for_model
 from .orpheus.tokens import FRAME_TOKENS
 from .probes import Probes, ProbeServer
@@ -118,6 +119,8 @@ def build_fleet(
         models=(identity.model_name,) if sessions is not None else (),
         capacity=cfg.capacity,
         role="router" if cfg.role == "router" else "inference",
+        language=identity.language if sessions is not None else "",
+        base_voices=identity.base_voices if sessions is not None else (),
     )
     membership: Membership
     if cfg.redis_url:
@@ -173,12 +176,15 @@ class InferenceNode:
             self.probe_server = ProbeServer(
                 self.metrics.registry, self.probes, cfg.metrics_port, cfg.host
             )
-        factory = await self._build_sessions() if cfg.role != "router" else None
+        card = model_card(cfg)
+        factory = await self._build_sessions(card) if cfg.role != "router" else None
         identity = NodeIdentity(
             cfg.node_id or cfg.address,
-            cfg.served_model_name,
+            card.name,
             cfg.capacity,
             cfg.admit_starving_ms,
+            language=card.language,
+            base_voices=card.voices,
         )
         self.fleet = build_fleet(cfg, identity, self.metrics, factory, self.state)
         self.service = TTSService(
@@ -207,10 +213,12 @@ class InferenceNode:
         await self.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
         self.probes.loading = False
         log.info(
-            "node %s (%s) serving %s on %s",
+            "node %s (%s) serving %s (%s: %s) on %s",
             identity.node_id,
             cfg.role,
             identity.model_name,
+            identity.language,
+            ", ".join(identity.base_voices),
             cfg.address,
         )
 
@@ -224,11 +232,11 @@ class InferenceNode:
         )
         asyncio.get_running_loop().create_task(self.health.set(SERVICE_NAME, status))
 
-    async def _build_sessions(self) -> SessionFactory:
+    async def _build_sessions(self, card: ModelCard) -> SessionFactory:
         cfg = self.config
         _warn_random_weights(cfg)
         fit = node_fit(cfg.model, cfg.engine, cfg.max_lora_rank)  # broken voices go unlisted
-        registry = VoiceRegistry(cfg.voices_dir, cfg.served_model_name, fit=fit)
+        registry = VoiceRegistry(cfg.voices_dir, card.name, fit=fit, base_voices=card.voices)
         engine, tokenizer = build_engine(cfg, registry)
         decoder = SnacDecodeBatcher(SnacDecoder(load_snac(cfg.snac, device=cfg.device)))
         await engine.start()
@@ -242,7 +250,7 @@ class InferenceNode:
             decoder=decoder,
             voices=registry,
             default_sampling=SamplingConfig(),
-            emotion_tags=tags_for_model(cfg.served_model_name),
+            emotion_tags=tags_for_model(card.name),
             options=SessionOptions(
                 max_chunk_chars=cfg.max_chunk_chars,
                 silence_threshold_dbfs=cfg.silence_threshold_db,
@@ -297,6 +305,18 @@ class InferenceNode:
             await close()
         if self.probe_server is not None:
             self.probe_server.close()
+
+
+def model_card(cfg: ServerConfig) -> ModelCard:
+    """What this node serves: --model's orpheus.json under the --model-name, --language and
+    --base-voices flags (a router loads no model: its card is only the defaults)."""
+    return load_model_card(
+        cfg.model if cfg.role != "router" else "",
+        cfg.served_model_name,
+        model_name=cfg.model_name,
+        language=cfg.language,
+        base_voices=cfg.base_voices,
+    )
 
 
 def _warn_random_weights(cfg: ServerConfig) -> None:

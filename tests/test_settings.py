@@ -44,6 +44,8 @@ def good_value(name: str) -> tuple[str, object]:
         return "a=10.0.0.1:50051, b=10.0.0.2:50051", ("a=10.0.0.1:50051", "b=10.0.0.2:50051")
     if name == "device":
         return "cuda:1", "cuda:1"
+    if name == "base_voices":
+        return "유나, 준서", ("유나", "준서")
     return "some-value", "some-value"
 
 

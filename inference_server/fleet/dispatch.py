@@ -26,6 +26,7 @@ from ..metrics import NodeMetrics
 from ..node_state import NodeState
 from ..proto import tts_pb2 as pb
 from ..proto import tts_pb2_grpc as pb_grpc
+from .catalog import ModelCatalog
 from .membership import Membership
 from .nodes import NodeInfo
 from .proxy import StreamProxy, hop_of, trusted_hop
@@ -110,6 +111,10 @@ class FleetDispatch:
     def suspect(self, node_id: str) -> None:
         self._suspects[node_id] = time.monotonic() + self._suspect_s
 
+    def catalog(self) -> ModelCatalog:
+        """The models the fleet serves now, from the membership records."""
+        return ModelCatalog.of_nodes(self.membership.nodes())
+
     async def list_voices(self, request: pb.ListVoicesRequest) -> pb.ListVoicesResponse:
         """A router has no voices of its own: ask a live inference node."""
         for node in self.membership.nodes():
@@ -124,6 +129,7 @@ class FleetDispatch:
     async def _route(
         self, start: pb.SessionStart, requests: Requests, context: Any, serve_local: LocalServe
     ) -> Responses:
+        start = self._with_model(start)
         avoid = self.suspects()
         owner = await self._owner(start, avoid)
         if owner.node_id == self.self_id:  # the common case pays nothing for replays
@@ -159,6 +165,17 @@ class FleetDispatch:
                 owner = await self._owner(start, avoid, last=failed)
         finally:
             await replay.aclose()
+
+    def _with_model(self, start: pb.SessionStart) -> pb.SessionStart:
+        """`start` naming the model it runs on (picked by its language when it names none):
+        the routing key, and what the owner checks it serves."""
+        model = self.catalog().resolve(start.model, start.language)
+        if model == start.model:
+            return start
+        resolved = pb.SessionStart()
+        resolved.CopyFrom(start)
+        resolved.model = model
+        return resolved
 
     async def _owner(
         self, start: pb.SessionStart, avoid: Collection[str], last: _NoAnswer | None = None

@@ -23,6 +23,8 @@ class NodeInfo:
     draining: bool = False
     voices: tuple[str, ...] = ()  # voices (LoRA adapters) resident in memory
     role: Role = "inference"
+    language: str = ""  # of its model ("" = not advertised: static peers, older nodes)
+    base_voices: tuple[str, ...] = ()  # its model's own voices (orpheus/model_card.py)
 
     def __post_init__(self) -> None:
         if not self.node_id:
@@ -62,7 +64,7 @@ class NodeInfo:
             raise ValueError(f"NodeInfo JSON must be an object, got {type(raw).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
         fields = {k: v for k, v in raw.items() if k in known}  # newer nodes may add fields
-        for name in ("models", "voices"):
+        for name in ("models", "voices", "base_voices"):
             if name in fields:
                 fields[name] = tuple(fields[name])
         try:

@@ -86,12 +86,10 @@ class Routes:
 
     async def models(self, request: Request) -> Response:
         try:
-            voices = await self.node.list_voices(_auth(request))
+            models = await self.node.list_models(_auth(request))
         except Exception as exc:
             return await self._error(exc, request)
-        names = sorted({v.model for v in voices})
-        data = [{"id": n, "object": "model", "created": 0, "owned_by": "orpheus"} for n in names]
-        return JSONResponse({"object": "list", "data": data})
+        return JSONResponse({"object": "list", "data": [_model(m) for m in models]})
 
     async def voices(self, request: Request) -> Response:
         try:
@@ -116,11 +114,24 @@ def error_response(err: HttpError) -> JSONResponse:
     return JSONResponse(err.body(), status_code=err.status, headers=err.headers())
 
 
+def _model(m: pb.Model) -> dict:
+    """OpenAI's model object, plus what this fleet serves it with."""
+    return {
+        "id": m.name,
+        "object": "model",
+        "created": 0,
+        "owned_by": "orpheus",
+        "language": m.language,
+        "voices": list(m.base_voices),
+    }
+
+
 def _voice(v: pb.Voice) -> dict:
     return {
         "id": v.name,
         "name": v.name,
         "model": v.model,
+        "language": v.language,
         "kind": _KINDS.get(v.kind, "unknown"),
         "loaded": v.loaded,
     }

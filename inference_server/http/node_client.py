@@ -92,6 +92,12 @@ class NodeClient:
         )
         return list(reply.voices)
 
+    async def list_models(self, authorization: str | None) -> list[pb.Model]:
+        reply = await self._stub.ListModels(
+            pb.ListModelsRequest(), metadata=_metadata(authorization), timeout=10
+        )
+        return list(reply.models)
+
     async def voice_names(self, authorization: str | None) -> list[str]:
         return [voice.name for voice in await self.list_voices(authorization)]
 

@@ -9,7 +9,9 @@ import numpy as np
 
 from ..engine.base import SamplingConfig
 from ..errors import ClientError
+from ..fleet.catalog import ServedModel
 from ..orpheus import tokens as T
+from ..orpheus.model_card import normalize_language
 from ..proto import tts_pb2 as pb
 from ..session.events import AudioOut, ProgressOut, SegmentOut, SessionEvent
 from ..session.resume import ResumePoint
@@ -32,6 +34,25 @@ def sampling_from_proto(options: pb.SamplingOptions, defaults: SamplingConfig) -
         )
     except ValueError as exc:
         raise ClientError(f"sampling: {exc}") from exc
+
+
+def check_language(language: str, field: str = "SessionStart.language") -> str:
+    """A request's language normalised ("" = any); a malformed one is INVALID_ARGUMENT."""
+    if not language:
+        return ""
+    try:
+        return normalize_language(language)
+    except ValueError as exc:
+        raise ClientError(f"{field}: {exc}") from None
+
+
+def model_to_proto(model: ServedModel) -> pb.Model:
+    return pb.Model(
+        name=model.name,
+        language=model.language,
+        base_voices=model.base_voices,
+        node_ids=model.node_ids,
+    )
 
 
 def resume_from_proto(resume: pb.ResumeFrom, sampling: SamplingConfig) -> ResumePoint | None:

@@ -14,10 +14,13 @@ import grpc
 
 from .. import errors as E
 from ..config import DEFAULT_STARVING_MS
+from ..fleet.catalog import ModelCatalog, ServedModel
 from ..fleet.dispatch import FleetDispatch
 from ..log_context import bind_session
 from ..metrics import NodeMetrics
 from ..node_state import NodeState
+from ..orpheus.model_card import DEFAULT_LANGUAGE
+from ..orpheus.tokens import BASE_VOICES
 from ..proto import tts_pb2 as pb
 from ..proto import tts_pb2_grpc as pb_grpc
 from ..session.events import SegmentOut, SessionEvent
@@ -30,7 +33,9 @@ from .errors import Status, to_status
 from .messages import (
     ResponseEncoder,
     check_audio_format,
+    check_language,
     check_session_id,
+    model_to_proto,
     resume_from_proto,
     sampling_from_proto,
 )
@@ -38,7 +43,6 @@ from .read_stall import ReadStall, end_stalled_call
 
 log = logging.getLogger(__name__)
 
-DEFAULT_VOICE = "tara"
 _DONE = object()  # end of the session's events
 _OUTPUT_QUEUE = 32  # events buffered ahead of a slow reader before generation waits
 
@@ -49,6 +53,13 @@ class NodeIdentity:
     model_name: str
     capacity: int  # concurrent sessions this node admits
     starving_ms: float = DEFAULT_STARVING_MS  # admission: see service/admission.py
+    language: str = DEFAULT_LANGUAGE  # of the model (orpheus/model_card.py)
+    base_voices: tuple[str, ...] = BASE_VOICES  # the first is the default voice
+
+    def catalog(self) -> ModelCatalog:
+        """This node's own model, for the checks a session start gets here."""
+        model = ServedModel(self.model_name, self.language, self.base_voices, (self.node_id,))
+        return ModelCatalog([model])
 
 
 class TTSService(pb_grpc.TTSServicer):
@@ -88,7 +99,7 @@ class TTSService(pb_grpc.TTSServicer):
         requests = aiter(request_iterator)
         try:
             start = _with_session_id(await self._read_start(requests))
-            bind_session(start.session_id, start.voice or DEFAULT_VOICE)
+            bind_session(start.session_id, start.voice or self._identity.base_voices[0])
         except Exception as exc:
             err = to_status(exc)
             self._metrics.sessions.labels(err.code.name).inc()
@@ -136,6 +147,8 @@ class TTSService(pb_grpc.TTSServicer):
                     sample_rate=24000,
                     num_channels=1,
                     seed=session.seed,
+                    model=self._identity.model_name,
+                    language=self._identity.language,
                 )
             )
             encoder = ResponseEncoder(start.resume.next_sequence)
@@ -185,10 +198,23 @@ class TTSService(pb_grpc.TTSServicer):
                 model=model,
                 kind=pb.Voice.KIND_LORA if spec.kind == "lora" else pb.Voice.KIND_BASE,
                 loaded=spec.kind == "base" or spec.name in loaded,
+                language=self._identity.language,
             )
             for spec in self._sessions.voices.voices()
         ]
         return pb.ListVoicesResponse(voices=voices)
+
+    async def ListModels(
+        self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListModelsResponse:
+        """The fleet's models from its membership (this node's own without a fleet)."""
+        try:
+            language = check_language(request.language, "ListModelsRequest.language")
+        except E.ClientError as exc:
+            err = to_status(exc)
+            await context.abort(err.code, err.details)
+        catalog = self.dispatch.catalog() if self.dispatch else self._identity.catalog()
+        return pb.ListModelsResponse(models=map(model_to_proto, catalog.models(language)))
 
     async def _read_start(self, requests: AsyncIterator[pb.SynthesizeRequest]) -> pb.SessionStart:
         first = await anext(requests, None)
@@ -207,11 +233,7 @@ class TTSService(pb_grpc.TTSServicer):
         if self.state.draining:
             raise E.Unavailable("node is draining; retry on another node")
         self._admission.check(self._playback_clocks())
-        if start.model and start.model != self._identity.model_name:
-            raise E.NotFound(
-                f"model {start.model!r} is not served here; this node serves "
-                f"{self._identity.model_name!r}",
-            )
+        self._identity.catalog().resolve(start.model, start.language)
         session_id = start.session_id or uuid.uuid4().hex
         check_session_id(session_id)
         if session_id in self.state.live:
@@ -220,7 +242,7 @@ class TTSService(pb_grpc.TTSServicer):
         sampling = sampling_from_proto(start.sampling, self._sessions.default_sampling)
         session = self._sessions.create(
             session_id,
-            start.voice or DEFAULT_VOICE,
+            start.voice or self._identity.base_voices[0],
             sampling,
             trim_head_silence=start.trim_head_silence
             if start.HasField("trim_head_silence")
@@ -243,18 +265,21 @@ async def _refuse(
 
 
 def _with_session_id(start: pb.SessionStart) -> pb.SessionStart:
-    """The session id and the voice are the fleet's routing keys: the id checked, or assigned
-    if the client sent none; the voice checked and NFC-normalised (voices/names.py) before any
-    ring lookup, so every spelling of a voice routes, and is served, as one."""
+    """The session id, the voice and the model (or language) are the fleet's routing keys:
+    the id checked, or assigned if the client sent none; the voice checked and NFC-normalised
+    (voices/names.py) before any ring lookup, so every spelling of a voice routes, and is
+    served, as one; the language checked and normalised (orpheus/model_card.py)."""
     if start.session_id:
         check_session_id(start.session_id)
     voice = validate_voice_name(start.voice) if start.voice else ""
-    if start.session_id and voice == start.voice:
+    language = check_language(start.language)
+    if start.session_id and voice == start.voice and language == start.language:
         return start
     assigned = pb.SessionStart()
     assigned.CopyFrom(start)
     assigned.session_id = start.session_id or uuid.uuid4().hex
     assigned.voice = voice
+    assigned.language = language
     return assigned
 
 

@@ -1,4 +1,4 @@
-"""The voices a node can speak: the base Orpheus voices plus LoRA clones in `--voices-dir`.
+"""The voices a node can speak: its model's base voices plus LoRA clones in `--voices-dir`.
 
 The directory holds one PEFT adapter directory per voice. It is polled (a few stats
 per voice per second) so voices dropped in, replaced or removed take effect without
@@ -15,7 +15,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -62,13 +62,15 @@ class VoiceRegistry:
         *,
         poll_interval: float = 1.0,
         fit: AdapterFit | None = None,
+        base_voices: Sequence[str] = BASE_VOICES,
     ) -> None:
-        """`fit`: the model's layers and rank limit that adapters must match (None: any)."""
+        """`fit`: the model's layers and rank limit that adapters must match (None: any);
+        `base_voices`: the model's own voices (its card, orpheus/model_card.py)."""
         self.model_name = model_name
         self._fit = fit
         self.poll_interval = poll_interval
         self._root = voices_dir.resolve() if voices_dir is not None else None
-        self._base = {n: VoiceSpec(n, "base", None, model_name) for n in BASE_VOICES}
+        self._base = {n: VoiceSpec(n, "base", None, model_name) for n in base_voices}
         self._entries: dict[str, _Entry] = {}
         self._clashes: set[str] = set()  # names spelt by several directories (NFC/NFD)
         self._listeners: list[ChangeListener] = []

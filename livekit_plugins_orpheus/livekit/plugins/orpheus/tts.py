@@ -61,6 +61,7 @@ class OrpheusSegmentMetadata(Metadata):
 class _TTSOptions:
     voice: TTSVoices | str
     model: TTSModels | str
+    language: str
     temperature: float
     top_p: float
     repetition_penalty: float
@@ -79,6 +80,7 @@ class _TTSOptions:
                 session_id=session_id,
                 voice=self.voice,
                 model=self.model,
+                language=self.language,
                 sampling=pb.SamplingOptions(
                     temperature=self.temperature,
                     top_p=self.top_p,
@@ -104,6 +106,7 @@ class TTS(tts.TTS):
         base_url: NotGivenOr[str] = NOT_GIVEN,
         voice: TTSVoices | str = DEFAULT_VOICE,
         model: TTSModels | str = "",
+        language: str = "",
         api_key: NotGivenOr[str] = NOT_GIVEN,
         temperature: float = 0.6,
         top_p: float = 0.8,
@@ -123,6 +126,10 @@ class TTS(tts.TTS):
         ``base_url`` is ``host:port`` (``grpcs://`` for TLS), or a comma-separated list
         whose first address is primary and the others take over when it is lost; it
         falls back to the ``ORPHEUS_BASE_URL`` environment variable, then localhost:50051.
+        ``model`` is a served model name (the server's ListModels); ``language`` (e.g.
+        ``"ko"``) picks the fleet's model for that language when no model is named, and
+        must be the model's language when one is. A model or language no node serves
+        fails with the server's NOT_FOUND naming what is served.
         ``api_key`` falls back to the ``ORPHEUS_API_KEY`` environment variable.
         Sampling values of 0 let the server pick its default. Streaming text is held
         until ``min_sentences`` complete sentences exist (or a flush, or
@@ -140,6 +147,7 @@ class TTS(tts.TTS):
         self._opts = _TTSOptions(
             voice=voice,
             model=model,
+            language=language,
             temperature=temperature,
             top_p=top_p,
             repetition_penalty=repetition_penalty,
@@ -167,6 +175,11 @@ class TTS(tts.TTS):
         return self._opts.model or "orpheus"
 
     @property
+    def language(self) -> str:
+        """The language asked for ("" = the model's, whichever the server picks)."""
+        return self._opts.language
+
+    @property
     def provider(self) -> str:
         return "orpheus"
 
@@ -181,6 +194,7 @@ class TTS(tts.TTS):
         *,
         voice: NotGivenOr[TTSVoices | str] = NOT_GIVEN,
         model: NotGivenOr[TTSModels | str] = NOT_GIVEN,
+        language: NotGivenOr[str] = NOT_GIVEN,
         temperature: NotGivenOr[float] = NOT_GIVEN,
         top_p: NotGivenOr[float] = NOT_GIVEN,
         repetition_penalty: NotGivenOr[float] = NOT_GIVEN,
@@ -197,6 +211,7 @@ class TTS(tts.TTS):
             for name, value in {
                 "voice": voice,
                 "model": model,
+                "language": language,
                 "temperature": temperature,
                 "top_p": top_p,
                 "repetition_penalty": repetition_penalty,
@@ -262,10 +277,11 @@ class TTS(tts.TTS):
         self, session: SynthesisSession, segment_key: str, done: pb.SegmentDone
     ) -> OrpheusSegmentMetadata:
         m = done.metrics
+        started = session.started
         metadata = OrpheusSegmentMetadata(
-            model_name=self.model,
+            model_name=started.model if started and started.model else self.model,
             model_provider=self.provider,
-            node_id=session.started.node_id if session.started else "",
+            node_id=started.node_id if started else "",
             server_ttfa_ms=m.ttfa_ms,
             tokens_generated=m.tokens_generated,
             server_audio_ms=m.audio_ms,
@@ -296,6 +312,7 @@ def _validate(opts: _TTSOptions) -> None:
     if opts.temperature < 0 or opts.max_tokens < 0:
         raise ValueError("temperature and max_tokens must be >= 0")
     opts.voice = validate_voice_name(opts.voice)  # the server's rule; NFC as the server keys it
+    opts.language = opts.language.strip().lower()  # the server matches tags case-insensitively
 
 
 class ChunkedStream(tts.ChunkedStream):
