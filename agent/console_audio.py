@@ -37,11 +37,19 @@ def _sounddevice() -> Any:
     return sounddevice
 
 
-def open_console_audio(
-    *, wav_dir: Path, on_turn: Callable[[TurnAudio], None], on_mic: Callable[[rtc.AudioFrame], None]
-) -> tuple[MicrophoneInput, SpeakerSink]:
-    """The default microphone and speaker, checked before any session starts."""
+def console_devices() -> Any:
+    """sounddevice, once a default microphone and speaker are known to work at 24 kHz."""
     sd = _sounddevice()
+    devices = sd.query_devices()
+    for kind, channels in (
+        ("microphone", "max_input_channels"),
+        ("speaker", "max_output_channels"),
+    ):
+        if not any(d[channels] > 0 for d in devices):
+            raise AudioDeviceError(
+                f"console needs a microphone and a speaker, and PortAudio finds no {kind} on "
+                "this machine; type with `text` instead"
+            )
     try:
         sd.check_input_settings(samplerate=SAMPLE_RATE, channels=1, dtype="int16")
         sd.check_output_settings(samplerate=SAMPLE_RATE, channels=1, dtype="int16")
@@ -49,7 +57,7 @@ def open_console_audio(
         raise AudioDeviceError(
             f"console needs a microphone and a speaker: {e}; type with `text` instead"
         ) from None
-    return MicrophoneInput(sd, on_mic=on_mic), SpeakerSink(sd, wav_dir=wav_dir, on_turn=on_turn)
+    return sd
 
 
 class MicrophoneInput(io.AudioInput):

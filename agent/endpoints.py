@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Literal
+from urllib.parse import urlparse
 
 from pydantic import SecretStr
 
@@ -20,10 +21,11 @@ NO_KEY = "no-key"
 
 Model = Literal["llm", "stt"]
 
-_WHAT = {
-    "llm": "an LLM (an OpenAI-compatible chat-completions server: vLLM, llama.cpp, Ollama)",
-    "stt": "an STT (an OpenAI-compatible transcription server: Speaches, vLLM)",
+_SERVERS = {
+    "llm": "an OpenAI-compatible chat-completions server (vLLM, llama.cpp, Ollama",
+    "stt": "an OpenAI-compatible transcription server (Speaches, vLLM",
 }
+OPENAI_HOST = "api.openai.com"
 
 
 class EndpointMissing(RuntimeError):
@@ -46,11 +48,13 @@ def endpoint(config: AgentConfig, model: Model) -> Endpoint:
     own_key = config.llm_api_key if model == "llm" else config.stt_api_key
     base_url = own_url or config.openai_base_url
     api_key = _secret(own_key) or _secret(config.openai_api_key)
-    if base_url is None and not api_key:
+    # OpenAI itself without a key would fail on the first turn (compose's default URL)
+    if not api_key and (base_url is None or urlparse(base_url).hostname == OPENAI_HOST):
         own = AgentConfig.env_name(f"{model}_base_url")
         raise EndpointMissing(
-            f"no {model.upper()} configured: this mode needs {_WHAT[model]}; set {own} "
-            f"(e.g. http://127.0.0.1:8000/v1), OPENAI_BASE_URL, or OPENAI_API_KEY for OpenAI"
+            f"no {model.upper()} configured: set {own} to {_SERVERS[model]}; e.g. "
+            "http://127.0.0.1:8000/v1), or OPENAI_API_KEY for OpenAI (OPENAI_BASE_URL sets "
+            "one server for LLM and STT)"
         )
     return Endpoint(base_url=base_url, api_key=api_key or NO_KEY)
 

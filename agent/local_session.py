@@ -12,7 +12,7 @@ from livekit.agents.voice.speech_handle import SpeechHandle
 from livekit.plugins import silero
 
 from .config import AgentConfig
-from .console_audio import open_console_audio
+from .console_audio import MicrophoneInput, SpeakerSink, console_devices
 from .endpoints import endpoint
 from .latency import TurnLatencyTracker
 from .personas import Persona
@@ -89,12 +89,12 @@ async def run_text(config: AgentConfig, persona: Persona) -> None:
 async def run_console(config: AgentConfig, persona: Persona) -> None:
     """The microphone and the speaker; runs until Ctrl-C. Raises AudioDeviceError first
     when there is no device, ModelFailed when a model fails for good."""
-    recording = ConversationRecording(config.wav_dir, label=persona.name)
-    mic, speaker = open_console_audio(
-        wav_dir=recording.directory, on_turn=recording.add_turn, on_mic=recording.add_user_audio
-    )
+    sd = console_devices()
     vad = silero.VAD.load(min_silence_duration=config.vad_min_silence)
     session = build_session(config, persona, vad_model=vad, stt_model=build_stt(config))
+    recording = ConversationRecording(config.wav_dir, label=persona.name)
+    mic = MicrophoneInput(sd, on_mic=recording.add_user_audio)
+    speaker = SpeakerSink(sd, wav_dir=recording.directory, on_turn=recording.add_turn)
     session.input.audio, session.output.audio = mic, speaker
     try:
         await _converse(session, config, persona, recording, _until_interrupted)

@@ -1,39 +1,33 @@
-"""The reference persona agent: a LiveKit Agents worker speaking through orpheus.TTS.
+"""The reference persona agent: `python agent/main.py MODE` (`--help` lists the modes).
 
 python agent/main.py start      # production worker for a LiveKit server
 python agent/main.py dev        # development worker
 python agent/main.py console    # this machine's microphone and speaker, no LiveKit
 python agent/main.py text       # typed turns, no LiveKit and no audio device
 
-`start` and `dev` run the worker through livekit-agents' own entry
-(`python -m livekit.agents start agent/main.py`), which finds `server` below; the Python
-CLI of `cli.run_app` is deprecated in livekit-agents 1.8.9.
+Settings, personas and the model endpoints are checked before anything heavy is
+imported, so a mistake costs a second and one line. `start` and `dev` hand over to
+livekit-agents' own entry with the worker in agent/worker.py.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
-import os
 import sys
 from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 if __package__ in (None, ""):  # run as a script: make `agent` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from livekit.agents import AgentServer, JobContext, JobProcess
-from livekit.plugins import silero
+if TYPE_CHECKING:
+    from agent.config import AgentConfig
+    from agent.personas import Persona
 
-from agent.config import AgentConfig, SettingsError
-from agent.endpoints import EndpointMissing, endpoint
-from agent.latency import TurnLatencyTracker
-from agent.personas import Persona, PersonaError, load_personas, select_persona
-from agent.pipeline import PersonaAgent, build_session, build_stt
-
-logger = logging.getLogger("orpheus-agent")
-
+WORKER = Path(__file__).resolve().with_name("worker.py")
 # which models each mode talks to: checked before anything starts
 NEEDS = {
     "start": ("llm", "stt"),
@@ -41,49 +35,6 @@ NEEDS = {
     "console": ("llm", "stt"),
     "text": ("llm",),
 }
-
-
-def persona_for_room(
-    config: AgentConfig, personas: dict[str, Persona], metadata: str | None
-) -> Persona:
-    """Room (or job) metadata `{"persona": "tutor"}` picks the persona; else AGENT_PERSONA."""
-    requested = None
-    if metadata:
-        try:
-            requested = json.loads(metadata).get("persona")
-        except (json.JSONDecodeError, AttributeError):
-            logger.warning("room metadata is not a JSON object, using persona %r", config.persona)
-    try:
-        return select_persona(personas, requested, config.persona)
-    except KeyError as e:
-        logger.error("%s; using persona %r", e.args[0], config.persona)
-        return select_persona(personas, None, config.persona)
-
-
-def prewarm(proc: JobProcess) -> None:
-    """Per job process: load Silero once and validate the personas before any room."""
-    config = AgentConfig.from_env()
-    proc.userdata["config"] = config
-    proc.userdata["personas"] = load_personas(config.personas_dir)
-    proc.userdata["vad"] = silero.VAD.load(min_silence_duration=config.vad_min_silence)
-
-
-async def entrypoint(ctx: JobContext) -> None:
-    config: AgentConfig = ctx.proc.userdata["config"]
-    personas: dict[str, Persona] = ctx.proc.userdata["personas"]
-    persona = persona_for_room(config, personas, ctx.job.metadata or ctx.job.room.metadata)
-    logger.info("persona %r (voice %s) for room %s", persona.name, persona.voice, ctx.room.name)
-
-    vad_model = ctx.proc.userdata["vad"]
-    session = build_session(config, persona, vad_model=vad_model, stt_model=build_stt(config))
-    session.tts.prewarm()
-    TurnLatencyTracker(budget_s=config.first_audio_budget).attach(session)
-    await session.start(agent=PersonaAgent(persona), room=ctx.room)
-
-
-# found by livekit-agents' entry (`python -m livekit.agents start agent/main.py`, `lk agent`)
-server = AgentServer(setup_fnc=prewarm)
-server.rtc_session(entrypoint, agent_name=os.environ.get("AGENT_NAME", "").strip())
 
 
 def parser() -> argparse.ArgumentParser:
@@ -112,7 +63,7 @@ def parser() -> argparse.ArgumentParser:
 
 def worker_argv(args: argparse.Namespace) -> list[str]:
     """The livekit-agents entry's arguments for `start`/`dev`."""
-    argv = ["start", str(Path(__file__).resolve()), "--log-level", args.log_level]
+    argv = ["start", str(WORKER), "--log-level", args.log_level]
     argv += ["--dev"] if args.mode == "dev" else ["--log-format", args.log_format]
     for flag in ("url", "api_key", "api_secret"):
         if value := getattr(args, flag):
@@ -122,6 +73,11 @@ def worker_argv(args: argparse.Namespace) -> list[str]:
 
 def load(mode: str) -> tuple[AgentConfig, Persona]:
     """Settings, personas and endpoints, checked; exits with one line per problem."""
+    # imported here: validating personas loads livekit, and `--help` should not wait for it
+    from agent.config import AgentConfig, SettingsError
+    from agent.endpoints import EndpointMissing, endpoint
+    from agent.personas import PersonaError, load_personas, select_persona
+
     try:
         config = AgentConfig.from_env()
     except SettingsError as e:
@@ -138,17 +94,22 @@ def load(mode: str) -> tuple[AgentConfig, Persona]:
 
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
-    from livekit.agents import __main__ as livekit_entry
-
     if args.mode == "download-files":
-        sys.exit(livekit_entry.main(["download-files"]))
+        sys.exit(livekit_entry().main(["download-files"]))
     _load_dotenv()
     mode = "text" if args.mode == "console" and args.text else args.mode
     config, persona = load(mode)
     if mode in ("start", "dev"):
-        sys.exit(livekit_entry.main(worker_argv(args)))
+        sys.exit(livekit_entry().main(worker_argv(args)))
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     sys.exit(run_local(mode, config, persona))
+
+
+def livekit_entry() -> ModuleType:
+    """livekit-agents' own command line (imported only for the modes that use it)."""
+    from livekit.agents import __main__ as entry
+
+    return entry
 
 
 def run_local(mode: str, config: AgentConfig, persona: Persona) -> int:

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from agent.config import AgentConfig
-from agent.main import persona_for_room
 from agent.personas import PERSONAS_DIR, PersonaError, load_persona, load_personas
+from agent.worker import persona_for_room
 
 VALID = (
     "name: Maya\nvoice: tara\ngreeting: Hi! <laugh>\ninstructions: Be warm.\n"
