@@ -198,13 +198,19 @@ async def test_every_node_lists_the_fleets_models_with_language_voices_and_nodes
     assert [m.name for m in await list_models(fleet.address(node_id), "KO")] == ["tiny-ko"]
 
 
+async def list_voices(address: str, model: str = "") -> list[tuple[str, str, str]]:
+    async with grpc.aio.insecure_channel(address) as channel:
+        request = pb.ListVoicesRequest(model=model)
+        reply = await pb_grpc.TTSStub(channel).ListVoices(request, timeout=10)
+    return [(v.name, v.model, v.language) for v in reply.voices]
+
+
 async def test_voices_carry_their_models_language(fleet: LanguageFleet) -> None:
-    async with grpc.aio.insecure_channel(fleet.address("n-ko")) as channel:
-        reply = await pb_grpc.TTSStub(channel).ListVoices(pb.ListVoicesRequest(), timeout=10)
-    assert [(v.name, v.model, v.language) for v in reply.voices] == [
-        ("유나", "tiny-ko", "ko"),
-        ("준서", "tiny-ko", "ko"),
-    ]
+    korean = [(name, "tiny-ko", "ko") for name in KO_VOICES]
+    english = [(name, "tiny-random", "en") for name in EN_VOICES]
+    assert await list_voices(fleet.address("n-ko")) == korean  # a node: its own model's
+    assert await list_voices(fleet.address("entry")) == korean + english  # a router: all
+    assert await list_voices(fleet.address("entry"), "tiny-random") == english
 
 
 async def test_a_malformed_language_is_invalid_argument(fleet: LanguageFleet) -> None:

@@ -29,7 +29,7 @@ from ..proto import tts_pb2_grpc as pb_grpc
 from .catalog import ModelCatalog
 from .membership import Membership
 from .nodes import NodeInfo
-from .proxy import StreamProxy, hop_of, trusted_hop
+from .proxy import Metadata, StreamProxy, forwarded_metadata, hop_of, trusted_hop
 from .replay import RequestReplay, Requests
 from .router import NoNodeAvailable, SessionRouter
 
@@ -115,14 +115,42 @@ class FleetDispatch:
         """The models the fleet serves now, from the membership records."""
         return ModelCatalog.of_nodes(self.membership.nodes())
 
-    async def list_voices(self, request: pb.ListVoicesRequest) -> pb.ListVoicesResponse:
-        """A router has no voices of its own: ask a live inference node."""
-        for node in self.membership.nodes():
-            if node.serves(request.model) and not node.draining and node.node_id != self.self_id:
-                stub = pb_grpc.TTSStub(self.proxy.channel(node.address))
-                with contextlib.suppress(grpc.aio.AioRpcError):
-                    return await stub.ListVoices(request, timeout=self._connect_timeout_s)
-        return pb.ListVoicesResponse()
+    async def list_voices(
+        self, request: pb.ListVoicesRequest, metadata: Metadata | None = None
+    ) -> pb.ListVoicesResponse:
+        """A router has no voices of its own: ask a live node of each model the fleet serves
+        (only `request.model`'s when named), with the caller's `metadata` (its API key)."""
+        voices: list[pb.Voice] = []
+        for model, nodes in self._voice_sources(request.model):
+            asked = pb.ListVoicesRequest(model=model)
+            voices.extend(await self._ask_voices(asked, nodes, metadata))
+        return pb.ListVoicesResponse(voices=voices)
+
+    def _voice_sources(self, model: str) -> list[tuple[str, list[NodeInfo]]]:
+        """(model, live nodes serving it) for each model to list; static peers, which
+        advertise no model, answer for whatever they serve."""
+        live = [n for n in self.membership.nodes() if not n.draining and n.node_id != self.self_id]
+        named = [
+            (m.name, [n for n in live if n.node_id in m.node_ids])
+            for m in ModelCatalog.of_nodes(live).models()
+            if not model or m.name == model
+        ]
+        unnamed = [n for n in live if n.role == "inference" and not n.models]
+        return named or ([(model, unnamed)] if unnamed else [])
+
+    async def _ask_voices(
+        self, request: pb.ListVoicesRequest, nodes: list[NodeInfo], metadata: Metadata | None
+    ) -> list[pb.Voice]:
+        """The voices the first of `nodes` that answers lists."""
+        upstream = forwarded_metadata(metadata, self.self_id, self.proxy.cluster_secret)
+        for node in nodes:
+            stub = pb_grpc.TTSStub(self.proxy.channel(node.address))
+            with contextlib.suppress(grpc.aio.AioRpcError):
+                reply = await stub.ListVoices(
+                    request, metadata=upstream, timeout=self._connect_timeout_s
+                )
+                return list(reply.voices)
+        return []
 
     # -- routing ----------------------------------------------------------------------------
 

@@ -187,7 +187,7 @@ class TTSService(pb_grpc.TTSServicer):
         self, request: pb.ListVoicesRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListVoicesResponse:
         if self._sessions is None and self.dispatch is not None:
-            return await self.dispatch.list_voices(request)
+            return await self.dispatch.list_voices(request, context.invocation_metadata())
         model = self._identity.model_name
         if request.model and request.model != model:
             return pb.ListVoicesResponse()
