@@ -90,6 +90,13 @@ def _voice_flags(g: argparse._ArgumentGroup) -> None:
         help="in long recordings, a silence this long may end a sentence (default: %(default)s)",
     )
     g.add_argument(
+        "--split-tolerance",
+        type=_above_one,
+        default=1.3,
+        help="in long recordings, drop a clip whose speech time is off by more than this "
+        "factor (+0.3 s) from what its text predicts (default: %(default)s)",
+    )
+    g.add_argument(
         "--max-row-tokens",
         type=_positive(int),
         default=4096,
@@ -252,6 +259,13 @@ def _non_negative(kind: type) -> object:
 
     parse.__name__ = kind.__name__
     return parse
+
+
+def _above_one(text: str) -> float:
+    value = float(text)
+    if value <= 1:
+        raise argparse.ArgumentTypeError(f"must be > 1, got {text}")
+    return value
 
 
 def _fraction(text: str) -> float:

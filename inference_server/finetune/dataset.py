@@ -58,7 +58,7 @@ class DataOptions:
     silence_threshold_db: float = -40.0
     max_clip_s: float = 20.0
     min_pause_ms: float = 300.0
-    tolerance: float = 1.5
+    tolerance: float = 1.3
 
 
 def find_clips(data_dir: Path) -> list[Clip]:
@@ -217,6 +217,12 @@ def _split(
             dropped.append(Dropped(part.clip_id, _silent(options)))
         else:
             kept.append(item)
+    if any("uncertain" in d.reason for d in dropped):
+        log.warning(
+            "recording %s: some clips do not fit their text; is the transcript exactly what "
+            "was said, in order?",
+            clip.clip_id,
+        )
     log.info(
         "recording %s (%.0f s): %d sentence clips kept, %d dropped",
         clip.clip_id,

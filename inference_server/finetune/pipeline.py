@@ -122,6 +122,7 @@ def make_plan(args: argparse.Namespace) -> Plan:
             silence_threshold_db=args.silence_threshold_db,
             max_clip_s=args.max_clip_seconds,
             min_pause_ms=args.min_pause_ms,
+            tolerance=args.split_tolerance,
         ),
     )
 

@@ -15,7 +15,8 @@ each sentence has.
    a sentence); a boundary may go unmatched at a fixed cost, which merges two sentences
    into one clip.
 4. Each resulting clip is checked: its speech time must be within `tolerance`x (plus
-   `SLACK_S`, for short sentences) of what its text predicts, and it must be shorter
+   `SLACK_S`, for short sentences) of what its text predicts at the speaker's median rate
+   over all clips, and it must be shorter
    than `max_clip_s`; otherwise it is dropped and the reason reported (a dropped clip
    costs training data; a misaligned one would teach the voice wrong words).
 """
@@ -70,7 +71,7 @@ def split_recording(
     threshold_db: float = -40.0,
     min_pause_ms: float = 300.0,
     max_clip_s: float = 20.0,
-    tolerance: float = 1.5,
+    tolerance: float = 1.3,
 ) -> list[Piece]:
     """Cut `samples` (24 kHz mono) into pieces at pauses, one or more sentences each."""
     sentences = split_sentences(transcript)
@@ -83,7 +84,7 @@ def split_recording(
     weights = np.cumsum([letters(s) for s in sentences])
     expected = speech * weights[:-1] / weights[-1]  # boundary k, in speech windows
     cuts = _match(expected, pauses)
-    return _pieces(sentences, weights, cuts, pauses, first, last, speech, max_clip_s, tolerance)
+    return _pieces(sentences, weights, cuts, pauses, first, last, max_clip_s, tolerance)
 
 
 def _loud_windows(samples: np.ndarray, threshold_db: float) -> np.ndarray:
@@ -148,13 +149,12 @@ def _pieces(
     pauses: list[_Pause],
     first: int,
     last: int,
-    speech: int,
     max_clip_s: float,
     tolerance: float,
 ) -> list[Piece]:
     """Clips between the matched pauses (cut at each pause's middle), each checked."""
     ends = [k for k, cut in enumerate(cuts) if cut is not None] + [len(sentences) - 1]
-    pieces, start_sentence, start_w = [], 0, first
+    spans, start_sentence, start_w = [], 0, first
     for k in ends:
         pause = pauses[cuts[k]] if k < len(cuts) else None  # type: ignore[index]
         end_w = (pause.start + pause.end) // 2 if pause else last
@@ -164,13 +164,20 @@ def _pieces(
             if p.start < end_w and p.end > start_w
         )
         said = (end_w - start_w - inner) * WINDOW_S
-        before = weights[start_sentence - 1] if start_sentence else 0
-        predicted = speech * WINDOW_S * (weights[k] - before) / weights[-1]
         text = " ".join(sentences[start_sentence : k + 1])
-        problem = _problem(said, predicted, (end_w - start_w) * WINDOW_S, max_clip_s, tolerance)
-        pieces.append(Piece(start_w * WINDOW_S, end_w * WINDOW_S, text, problem))
+        spans.append((start_w, end_w, text, said, letters(text)))
         start_sentence, start_w = k + 1, end_w
-    return pieces
+    # The speaker's typical rate (median over clips): one misfit clip does not shift it.
+    rate = float(np.median([said / n for *_, said, n in spans]))
+    return [
+        Piece(
+            start * WINDOW_S,
+            end * WINDOW_S,
+            text,
+            _problem(said, n * rate, (end - start) * WINDOW_S, max_clip_s, tolerance),
+        )
+        for start, end, text, said, n in spans
+    ]
 
 
 def _problem(
