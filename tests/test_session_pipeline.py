@@ -21,6 +21,7 @@ from inference_server.session.options import SessionOptions
 from inference_server.session.synthesis import SynthesisSession, Voice
 
 SILENT_MS = 600
+GREEDY_SHORT = SamplingConfig(temperature=0.0, max_tokens=140)
 
 
 class LeadingSilenceDecoder(SnacDecoder):
@@ -54,6 +55,7 @@ async def run_session(
     snac_decoder: type[SnacDecoder] = LeadingSilenceDecoder,
     on_event: Callable[[object, TorchEngine], None] = lambda event, engine: None,
     engine_class: type[TorchEngine] = TorchEngine,
+    sampling: SamplingConfig = GREEDY_SHORT,
 ) -> list:
     model, tokenizer, snac = parts
     engine = engine_class(model)
@@ -65,7 +67,7 @@ async def run_session(
         engine=engine,
         tokenizer=tokenizer,
         decoder=decoder,
-        sampling=SamplingConfig(temperature=0.0, max_tokens=140),
+        sampling=sampling,
         options=options or SessionOptions(trim_head_silence=trim),
     )
     for text in texts:

@@ -25,7 +25,7 @@ from ..orpheus.speech_length import overrun_limit_s
 
 LOOP_WINDOW_FRAMES = 32  # 2.7 s of audio judged at once
 LOOP_MAX_PERIOD = 16  # frames: a repeated word or short phrase (1.4 s)
-LOOP_MATCH = 0.8
+LOOP_MATCH = 0.7
 
 
 class ChunkEnd(Enum):
