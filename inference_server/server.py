@@ -260,6 +260,7 @@ class InferenceNode:
                 max_audio_ahead_s=cfg.max_audio_ahead,
                 chunk_gap_ms=cfg.chunk_gap_ms,
                 overrun_factor=cfg.overrun_factor,
+                language=card.language,  # the speech-length estimate's rate
             ),
         )
 
