@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import sys
 
 from livekit.agents import AgentSession, CloseEvent, ErrorEvent, llm, stt, tts
@@ -139,8 +140,18 @@ async def _typed_turns(session, persona, speech, watch) -> None:
 
 
 async def _until_interrupted(session, persona, speech, watch) -> None:
+    # explicit handlers: SIGINT may be ignored (started in the background) and SIGTERM
+    # (docker stop, kill) should end the conversation just as cleanly
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
     print("talk to the agent; Ctrl-C ends the conversation", flush=True)
-    await watch.closed.wait()
+    try:
+        await _first(stop.wait(), watch)
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
 
 
 async def _played(speech: SpeechTracker, watch: SessionWatch) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -178,14 +179,20 @@ def test_text_mode_records_a_conversation_with_a_local_llm_server(
 
 def find(haystack: np.ndarray, needle: np.ndarray, *, start: int, within: int) -> int:
     """Where `needle` sits in `haystack`, at most `within` samples after `start`."""
-    for at in range(start, start + within + 1):
+    key = int(np.flatnonzero(needle)[0])  # line up on a sample that silence cannot match
+    window = haystack[start + key : start + key + within + 1]
+    for at in start + np.flatnonzero(window == needle[key]):
         if np.array_equal(haystack[at : at + len(needle)], needle):
-            return at
+            return int(at)
     raise AssertionError(f"not found within {within} samples after {start}")
 
 
-def test_without_an_llm_text_mode_says_what_to_set_in_one_line(tmp_path: Path) -> None:
-    done = run_agent(["text"], agent_env(tmp_path), stdin="hello\n")
+@pytest.mark.parametrize("mode", [["text"], ["console", "--text"]])
+def test_without_an_llm_text_mode_says_what_to_set_in_one_line(
+    tmp_path: Path, mode: list[str]
+) -> None:
+    # `console --text` is text mode: no PortAudio, no STT asked for
+    done = run_agent(mode, agent_env(tmp_path), stdin="hello\n")
     assert done.returncode == 1
     assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr, done.stderr
     assert done.stderr.startswith("agent: no LLM configured")
@@ -247,3 +254,63 @@ def test_dev_worker_runs_through_the_livekit_entry_without_deprecations(
     log = "".join(seen)
     assert "starting worker" in log and "failed to connect to livekit" in log, log
     assert "deprecated" not in log.lower(), log
+
+
+@pytest.fixture
+def dummy_sound_card(tmp_path: Path) -> Iterator[dict[str, str]]:
+    """A JACK server on the dummy backend: a timed microphone (silence) and speaker that
+    PortAudio sees as this machine's default devices. Environment for its clients."""
+    if shutil.which("jackd") is None or shutil.which("jack_wait") is None:
+        pytest.skip("no jackd (Debian jackd2): console mode needs a sound card, even a dummy one")
+    name = f"agent-test-{free_port()}"
+    log = (tmp_path / "jackd.log").open("w")
+    cmd = ["jackd", "-n", name, "--no-realtime", "-d", "dummy", "-r", "24000", "-p", "1024"]
+    jackd = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    env = {"JACK_DEFAULT_SERVER": name, "JACK_NO_START_SERVER": "1"}
+    try:
+        wait = ["jack_wait", "-s", name, "-w", "-t", "30"]
+        subprocess.run(wait, check=True, capture_output=True, timeout=60)
+        yield env
+    finally:
+        jackd.terminate()
+        jackd.wait(timeout=10)
+        log.close()
+
+
+def test_console_mode_greets_through_the_speaker_and_records_the_microphone(
+    inference_server, llm_server: tuple[str, Path], dummy_sound_card: dict[str, str], tmp_path: Path
+) -> None:
+    base_url, _ = llm_server
+    env = agent_env(tmp_path, AGENT_LLM_BASE_URL=base_url, AGENT_STT_BASE_URL=base_url)
+    env |= dummy_sound_card | {"ORPHEUS_BASE_URL": inference_server.address}
+    proc = subprocess.Popen(
+        [sys.executable, str(MAIN), "console"],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    seen = []
+    try:
+        for line in proc.stdout:  # until the greeting has played through the speaker
+            seen.append(line)
+            if '"trigger":"say"' in line:
+                break
+        proc.send_signal(signal.SIGINT)  # Ctrl-C ends the conversation, cleanly
+        seen += proc.stdout.readlines()
+        assert proc.wait(timeout=60) == 0, "".join(seen)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    log = "".join(seen)
+    (recording,) = (tmp_path / "turns").iterdir()
+    assert sorted(p.name for p in recording.glob("*.wav")) == ["conversation.wav", "turn-001.wav"]
+    greeting = read_wav(recording / "turn-001.wav")
+    assert len(greeting) > 24000 // 4 and np.abs(greeting).max() > 0, log
+    # the conversation is the microphone's whole timeline with the greeting mixed in: the
+    # dummy card's microphone is silent, so the greeting's samples are there unchanged
+    conversation = read_wav(recording / "conversation.wav")
+    assert len(conversation) > len(greeting)
+    find(conversation, greeting, start=0, within=len(conversation) - len(greeting))
+    assert latency_lines(log)[-1]["turns"] == 1
