@@ -33,6 +33,18 @@ class NodeMetrics:
             buckets=_MS_BUCKETS,
             registry=r,
         )
+        self.chunks_stopped = Counter(
+            "orpheus_chunks_stopped",
+            "Text chunks the model did not end: overrun (looping, or past the text's "
+            "overrun limit) or max_tokens (the client's cap)",
+            ["reason"],
+            registry=r,
+        )
+        self.gap_silence_trimmed_ms = Counter(
+            "orpheus_gap_silence_trimmed_ms",
+            "Head silence cut from segments' later chunks down to --chunk-gap-ms (ms)",
+            registry=r,
+        )
         self.tokens = Counter("orpheus_tokens_generated", "Audio tokens generated", registry=r)
         self.audio_seconds = Counter("orpheus_audio_seconds", "Audio seconds sent", registry=r)
         self.segments = Counter("orpheus_segments", "Segments completed", registry=r)

@@ -182,6 +182,9 @@ class TTSService(pb_grpc.TTSServicer):
             self._metrics.head_silence_trimmed_ms.observe(m.head_silence_trimmed_ms)
             self._metrics.tokens.inc(m.tokens_generated)
             self._metrics.audio_seconds.inc(m.audio_ms / 1000.0)
+            self._metrics.chunks_stopped.labels("overrun").inc(m.chunks_overrun)
+            self._metrics.chunks_stopped.labels("max_tokens").inc(m.chunks_budget_capped)
+            self._metrics.gap_silence_trimmed_ms.inc(m.gap_silence_trimmed_ms)
 
     async def ListVoices(
         self, request: pb.ListVoicesRequest, context: grpc.aio.ServicerContext
