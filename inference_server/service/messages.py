@@ -147,6 +147,9 @@ class ResponseEncoder:
                 invalid_tokens_dropped=m.invalid_tokens_dropped,
                 text_chunks=m.text_chunks,
                 tags_removed=m.tags_removed,
+                chunks_overrun=m.chunks_overrun,
+                chunks_budget_capped=m.chunks_budget_capped,
+                gap_silence_trimmed_ms=m.gap_silence_trimmed_ms,
             )
             return pb.SynthesizeResponse(
                 segment_done=pb.SegmentDone(segment_id=event.segment_id, metrics=metrics)
