@@ -12,10 +12,17 @@ import soundfile as sf
 import torch
 from peft import LoraConfig, get_peft_model
 
+from inference_server.engine.adapter_fit import weight_shapes
 from inference_server.engine.model_loading import load_causal_lm
 from inference_server.finetune.cli import main
-from inference_server.finetune.servable import engine_fits, planned_problem, saved_problem
-from inference_server.finetune.train import TrainConfig, lora_config
+from inference_server.finetune.recipe import TrainConfig, lora_settings
+from inference_server.finetune.servable import (
+    engine_fits,
+    planned_problem,
+    planned_shapes,
+    saved_problem,
+)
+from inference_server.finetune.train import lora_config
 
 TONE = (0.3 * np.sin(np.arange(24000) / 5)).astype(np.float32)
 
@@ -109,14 +116,17 @@ def test_an_adapter_the_engines_would_refuse_is_caught_before_and_after_training
     tmp_path: Path,
 ) -> None:
     fits = engine_fits("tiny-random", max_rank=8)
-    assert planned_problem("tiny-random", lora_config(TrainConfig(rank=8)), fits) is None
-    wide = planned_problem("tiny-random", lora_config(TrainConfig(rank=16)), fits)
+    assert planned_problem("tiny-random", lora_settings(TrainConfig(rank=8)), fits) is None
+    wide = planned_problem("tiny-random", lora_settings(TrainConfig(rank=16)), fits)
     assert wide == "torch engine: LoRA rank 16 is greater than --max-lora-rank 8"
 
     # After training, the saved files are checked as the registry checks them.
     model = get_peft_model(load_causal_lm("tiny-random"), lora_config(TrainConfig(rank=8)))
     model.save_pretrained(str(tmp_path / "ok"), save_embedding_layers=False)
     assert saved_problem(tmp_path / "ok", fits) is None
+    # The pre-training check saw exactly the tensors PEFT went on to save.
+    saved = weight_shapes(tmp_path / "ok" / "adapter_model.safetensors")
+    assert planned_shapes("tiny-random", lora_settings(TrainConfig(rank=8))) == saved
     with_head = LoraConfig(r=8, target_modules=["q_proj"], modules_to_save=["lm_head"])
     model = get_peft_model(load_causal_lm("tiny-random"), with_head)
     model.save_pretrained(str(tmp_path / "head"), save_embedding_layers=False)

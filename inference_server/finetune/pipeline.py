@@ -16,18 +16,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from peft import PeftModel
 
-from ..codec.snac_model import encode_audio, load_snac
 from ..engine.model_loading import NOISE_WARNING, TINY_RANDOM, load_causal_lm, load_tokenizer
 from ..orpheus.tokens import SAMPLE_RATE
 from ..voices.names import InvalidVoiceNameError, validate_voice_name
 from .cli import default_output_dir
 from .dataset import DataOptions, DatasetError, Dropped, TrimmedClip, find_clips, load_trimmed
 from .encode import CodeCache, TrainingRow, codec_id, encode_rows, estimate_tokens
+from .recipe import TrainConfig, latest_checkpoint, lora_settings
 from .servable import engine_fits, planned_problem, saved_problem
 from .summary import loss_points, plot_loss, summary_lines
-from .train import TrainConfig, latest_checkpoint, lora_config, train_lora
 
 log = logging.getLogger("orpheus-finetune")
 
@@ -66,7 +64,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     started = time.monotonic()
     plan = make_plan(args)
     fits = engine_fits(args.model, args.max_lora_rank)
-    problem = planned_problem(args.model, lora_config(plan.config), fits)
+    problem = planned_problem(args.model, lora_settings(plan.config), fits)
     if problem:
         raise UsageError(f"--rank {args.rank}: the adapter would not be servable: {problem}")
     clips, dropped = load_trimmed(find_clips(args.data), plan.data)
@@ -80,6 +78,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     base = load_causal_lm(
         args.model, dtype=TORCH_DTYPES[plan.config.dtype], device=plan.config.device, seed=args.seed
     )
+    from .train import train_lora  # PEFT and the Trainer: only for a real run
+
     trained_at = time.monotonic()
     checkpoints = plan.output / "checkpoints"
     try:
@@ -178,6 +178,8 @@ def encode(args: argparse.Namespace, plan: Plan, clips: Sequence[TrimmedClip]) -
     snac = None
 
     def snac_encode(samples: Any) -> Any:
+        from ..codec.snac_model import encode_audio, load_snac
+
         nonlocal snac
         if snac is None:
             snac = load_snac(args.snac, device=plan.config.device, seed=args.seed)
@@ -207,7 +209,7 @@ def split_eval(
     )
 
 
-def install_adapter(model: PeftModel, target: Path, fits: dict) -> int:
+def install_adapter(model: Any, target: Path, fits: dict) -> int:
     """Save to a hidden dir the registry ignores, check it as a node would, rename it in."""
     tmp = target.parent / f".tmp-{target.name}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)

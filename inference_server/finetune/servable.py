@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from peft import LoraConfig
 
 from ..engine.adapter_fit import PEFT_PREFIX, AdapterFit, adapter_problem, node_fit
 from ..engine.model_loading import TINY_RANDOM, model_skeleton
@@ -35,23 +34,25 @@ def engine_fits(model: str, max_rank: int) -> dict[str, AdapterFit]:
     return {engine: node_fit(model, engine, max_rank) for engine in engines}
 
 
-def planned_shapes(model: str, lora: LoraConfig) -> dict[str, list[int]]:
-    """The tensor shapes PEFT will save for `lora` on `model` (from its skeleton)."""
-    targets = set(lora.target_modules)
+def planned_shapes(model: str, lora: Mapping[str, Any]) -> dict[str, list[int]]:
+    """The tensor shapes PEFT will save for the `lora` settings on `model` (its skeleton)."""
+    targets, rank = set(lora["target_modules"]), lora["r"]
     shapes: dict[str, list[int]] = {}
     for name, module in model_skeleton(model).named_modules():
         if isinstance(module, torch.nn.Linear) and name.rsplit(".", 1)[-1] in targets:
             key = f"{PEFT_PREFIX}{name}"
-            shapes[f"{key}.lora_A.weight"] = [lora.r, module.in_features]
-            shapes[f"{key}.lora_B.weight"] = [module.out_features, lora.r]
+            shapes[f"{key}.lora_A.weight"] = [rank, module.in_features]
+            shapes[f"{key}.lora_B.weight"] = [module.out_features, rank]
     return shapes
 
 
-def planned_problem(model: str, lora: LoraConfig, fits: Mapping[str, AdapterFit]) -> str | None:
-    """Why the adapter these settings would train cannot be served, or None."""
-    config: dict[str, Any] = lora.to_dict()
+def planned_problem(
+    model: str, lora: Mapping[str, Any], fits: Mapping[str, AdapterFit]
+) -> str | None:
+    """Why the adapter the `lora` settings (`recipe.lora_settings`) would train cannot be
+    served, or None."""
     shapes = planned_shapes(model, lora)
-    return _first({engine: adapter_problem(config, shapes, fit) for engine, fit in fits.items()})
+    return _first({engine: adapter_problem(lora, shapes, fit) for engine, fit in fits.items()})
 
 
 def saved_problem(adapter_dir: Path, fits: Mapping[str, AdapterFit]) -> str | None:

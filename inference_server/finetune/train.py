@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import os
 import signal
 import warnings
@@ -29,55 +28,19 @@ from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from ..orpheus.tokens import PAD
 from .encode import TrainingRow
+from .recipe import CHECKPOINT_PREFIX, TrainConfig, latest_checkpoint, lora_settings
 
 log = logging.getLogger(__name__)
 # The Trainer asks the model under its pre-5.2x name on every step: noise for our users.
 warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 
-LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 IGNORE = -100  # label id the loss skips
-CHECKPOINT_PREFIX = "checkpoint-"  # the Trainer's checkpoint directory names
 # Test hook: send ourselves a real SIGINT after this optimizer step (as a user's Ctrl-C).
 SIGINT_AFTER_STEP_ENV = "ORPHEUS_FINETUNE_SIGINT_AFTER_STEP"
 
 
-@dataclass(frozen=True, slots=True)
-class TrainConfig:
-    rank: int = 16
-    alpha: int = 32
-    dropout: float = 0.0
-    lr: float = 2e-4
-    lr_schedule: str = "cosine"
-    warmup: float = 0.05  # steps, or a fraction of all steps when < 1
-    batch_size: int = 1
-    grad_accum: int = 1
-    epochs: int = 5
-    max_steps: int | None = None
-    checkpoint_every: int = 50
-    keep_checkpoints: int = 2
-    gradient_checkpointing: bool = False
-    device: str = "cpu"
-    dtype: str = "fp32"
-    seed: int = 0
-
-    def steps_per_epoch(self, n_rows: int) -> int:
-        return max(1, math.ceil(math.ceil(n_rows / self.batch_size) / self.grad_accum))
-
-    def total_steps(self, n_rows: int) -> int:
-        steps = self.epochs * self.steps_per_epoch(n_rows)
-        return min(steps, self.max_steps) if self.max_steps is not None else steps
-
-
 def lora_config(config: TrainConfig) -> LoraConfig:
-    """Voice LoRA: all attention + MLP projections, no modules_to_save (vLLM can't serve it)."""
-    return LoraConfig(
-        r=config.rank,
-        lora_alpha=config.alpha,
-        lora_dropout=config.dropout,
-        target_modules=list(LORA_TARGETS),
-        bias="none",
-        task_type="CAUSAL_LM",
-    )
+    return LoraConfig(**lora_settings(config))
 
 
 def collate(rows: Sequence[TrainingRow]) -> dict[str, torch.Tensor]:
@@ -92,12 +55,6 @@ def collate(rows: Sequence[TrainingRow]) -> dict[str, torch.Tensor]:
         labels[i, row.prompt_len : n] = ids[i, row.prompt_len : n]
         mask[i, :n] = 1
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
-
-
-def latest_checkpoint(root: Path) -> Path | None:
-    """The newest complete checkpoint: the Trainer writes trainer_state.json last."""
-    done = [p for p in root.glob(f"{CHECKPOINT_PREFIX}*") if (p / "trainer_state.json").is_file()]
-    return max(done, key=lambda p: int(p.name.removeprefix(CHECKPOINT_PREFIX)), default=None)
 
 
 def training_arguments(
