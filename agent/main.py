@@ -75,7 +75,13 @@ def load(mode: str) -> tuple[AgentConfig, Persona]:
     """Settings, personas and endpoints, checked; exits with one line per problem."""
     # imported here: validating personas loads livekit, and `--help` should not wait for it
     from agent.config import AgentConfig, SettingsError
-    from agent.endpoints import EndpointMissing, endpoint
+    from agent.endpoints import (
+        EndpointMissing,
+        EndpointUnreachable,
+        check_answers,
+        check_node_answers,
+        endpoint,
+    )
     from agent.personas import PersonaError, load_personas, select_persona
 
     try:
@@ -86,8 +92,12 @@ def load(mode: str) -> tuple[AgentConfig, Persona]:
         personas = load_personas(config.personas_dir)  # fail fast, before any worker starts
         persona = select_persona(personas, None, config.persona)
         for model in NEEDS[mode]:
-            endpoint(config, model)
-    except (PersonaError, KeyError, EndpointMissing) as e:
+            target = endpoint(config, model)
+            if mode in ("text", "console"):  # a worker may start before its servers do
+                check_answers(target, model)
+        if mode in ("text", "console"):
+            check_node_answers(config.tts_url)
+    except (PersonaError, KeyError, EndpointMissing, EndpointUnreachable) as e:
         sys.exit(f"agent: {e.args[0] if isinstance(e, KeyError) else e}")
     return config, persona
 

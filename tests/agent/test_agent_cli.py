@@ -200,8 +200,27 @@ def test_without_an_llm_text_mode_says_what_to_set_in_one_line(
     assert not (tmp_path / "turns").exists()  # nothing started
 
 
+@pytest.mark.parametrize("down", ["llm", "node"])
+def test_a_server_that_is_not_there_is_named_in_one_line(
+    inference_server, llm_server: tuple[str, Path], tmp_path: Path, down: str
+) -> None:
+    closed = free_port()
+    llm_url = f"http://127.0.0.1:{closed}/v1" if down == "llm" else llm_server[0]
+    node = f"127.0.0.1:{closed}" if down == "node" else inference_server.address
+    env = agent_env(tmp_path, AGENT_LLM_BASE_URL=llm_url, ORPHEUS_BASE_URL=node)
+    done = run_agent(["text"], env, stdin="hello\n")
+    assert done.returncode == 1
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr, done.stderr
+    expected = {
+        "llm": f"agent: no LLM server answers at {llm_url} (AGENT_LLM_BASE_URL): ",
+        "node": f"agent: no Orpheus node answers at ORPHEUS_BASE_URL ({node}: ",
+    }
+    assert done.stderr.startswith(expected[down]), done.stderr
+    assert not (tmp_path / "turns").exists()  # checked before anything started
+
+
 def test_console_without_an_audio_device_says_so_in_one_line(
-    llm_server: tuple[str, Path], tmp_path: Path
+    inference_server, llm_server: tuple[str, Path], tmp_path: Path
 ) -> None:
     try:
         import sounddevice
@@ -216,6 +235,7 @@ def test_console_without_an_audio_device_says_so_in_one_line(
         expected = "agent: console needs a microphone and a speaker"
     base_url, _ = llm_server
     env = agent_env(tmp_path, AGENT_LLM_BASE_URL=base_url, AGENT_STT_BASE_URL=base_url)
+    env["ORPHEUS_BASE_URL"] = inference_server.address
     done = run_agent(["console"], env)
     assert done.returncode == 1
     assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr, done.stderr

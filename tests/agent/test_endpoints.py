@@ -10,7 +10,9 @@ from agent.endpoints import NO_KEY, Endpoint, EndpointMissing, endpoint
 
 def test_a_local_server_needs_no_key() -> None:
     config = AgentConfig(llm_base_url="http://127.0.0.1:8080/v1")
-    assert endpoint(config, "llm") == Endpoint("http://127.0.0.1:8080/v1", NO_KEY)
+    assert endpoint(config, "llm") == Endpoint(
+        "http://127.0.0.1:8080/v1", NO_KEY, variable="AGENT_LLM_BASE_URL"
+    )
 
 
 def test_own_endpoint_and_key_win_over_the_shared_ones() -> None:
@@ -20,8 +22,12 @@ def test_own_endpoint_and_key_win_over_the_shared_ones() -> None:
         openai_base_url="http://shared:8000/v1",
         openai_api_key="sk-shared",
     )
-    assert endpoint(config, "llm") == Endpoint("http://llm:8000/v1", "llm-key")
-    assert endpoint(config, "stt") == Endpoint("http://shared:8000/v1", "sk-shared")
+    assert endpoint(config, "llm") == Endpoint(
+        "http://llm:8000/v1", "llm-key", variable="AGENT_LLM_BASE_URL"
+    )
+    assert endpoint(config, "stt") == Endpoint(
+        "http://shared:8000/v1", "sk-shared", variable="OPENAI_BASE_URL"
+    )
 
 
 def test_openai_key_alone_means_openai() -> None:
