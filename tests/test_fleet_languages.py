@@ -12,9 +12,12 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
+from email.message import Message
 
 import grpc
 import pytest
@@ -86,7 +89,7 @@ async def list_models(address: str, language: str = "") -> list[pb.Model]:
         return list((await pb_grpc.TTSStub(channel).ListModels(request, timeout=10)).models)
 
 
-async def _until_every_node_sees_both_models(fleet: LanguageFleet, timeout_s: float = 20) -> None:
+async def _until_every_node_sees_both_models(fleet: LanguageFleet, timeout_s: float = 30) -> None:
     """Membership is polled each heartbeat: wait until every node lists both models."""
     deadline = time.monotonic() + timeout_s
     for node_id in fleet.nodes:
@@ -227,3 +230,40 @@ def test_http_models_lists_the_fleets_models_with_their_language(fleet: Language
         ("tiny-ko", "ko", KO_VOICES),
         ("tiny-random", "en", EN_VOICES),
     ]
+
+
+def post_speech(fleet: LanguageFleet, body: dict) -> tuple[int, Message, bytes]:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{fleet.http_port}/v1/audio/speech",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as reply:
+            return reply.status, reply.headers, reply.read()
+    except urllib.error.HTTPError as err:
+        return err.code, err.headers, err.read()
+
+
+def test_http_speech_takes_the_language_too(fleet: LanguageFleet) -> None:
+    speech = {"input": "안녕하세요.", "voice": "유나", "response_format": "pcm", "max_tokens": 28}
+    status, headers, audio = post_speech(fleet, {**speech, "language": "ko"})
+    assert status == 200 and headers["X-Orpheus-Node"] == "n-ko" and len(audio) > 0
+    assert urllib.parse.unquote(headers["X-Orpheus-Voice"]) == "유나"  # headers are Latin-1
+    status, _, body = post_speech(fleet, {**speech, "language": "fr"})
+    error = json.loads(body)["error"]
+    assert status == 404
+    assert (error["param"], error["code"]) == ("language", "language_not_found")
+    assert SERVED in error["message"]
+
+
+async def test_update_options_changes_the_language_of_the_next_utterance(
+    fleet: LanguageFleet,
+) -> None:
+    async with orpheus.TTS(base_url=fleet.address("entry"), max_tokens=MAX_TOKENS) as t:
+        t.update_options(voice="준서", language="ko")
+        assert t.language == "ko"
+        figures = SegmentFigures(t)
+        audio = [ev async for ev in t.synthesize("반가워요.", conn_options=ONCE)]
+        assert audio
+        assert (await figures.first()).node_id == "n-ko"

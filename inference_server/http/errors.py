@@ -121,4 +121,6 @@ def _not_found_param(details: str) -> tuple[str | None, str]:
         return "voice", "voice_not_found"
     if details.startswith("model"):
         return "model", "model_not_found"
+    if details.startswith("language"):
+        return "language", "language_not_found"
     return None, "not_found"

@@ -25,6 +25,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
+from urllib.parse import quote
 
 from ..proto import tts_pb2 as pb
 from .encoders import MEDIA_TYPES, SAMPLE_RATE, make_encoder
@@ -49,6 +50,7 @@ def session_messages(req: SpeechRequest) -> list[pb.SynthesizeRequest]:
         session_id=req.session_id,
         voice=req.voice,
         model=req.model,
+        language=req.language,
         sampling=pb.SamplingOptions(**req.sampling),
         trim_head_silence=req.trim_head_silence,
     )
@@ -138,7 +140,8 @@ def response_headers(session: NodeSession) -> dict[str, str]:
     return {
         "X-Orpheus-Node": session.started.node_id,
         "X-Orpheus-Session": session.started.session_id,
-        "X-Orpheus-Voice": session.started.voice,
+        # header values are Latin-1: a voice in any script (유나) travels percent-encoded UTF-8
+        "X-Orpheus-Voice": quote(session.started.voice, safe=""),
         "Cache-Control": "no-store",
     }
 

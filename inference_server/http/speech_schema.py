@@ -27,6 +27,7 @@ class SpeechRequest:
     input: str
     voice: str
     model: str = ""  # "" = the node's default model
+    language: str = ""  # "" = any; else picks the fleet's model for it (SessionStart.language)
     response_format: str = "mp3"  # OpenAI's default
     stream_format: str = "audio"
     session_id: str = ""
@@ -58,6 +59,7 @@ def parse_speech_request(body: Any) -> SpeechRequest:
         input=text,
         voice=parse_voice(body.get("voice")),
         model=model_name(body.get("model")),
+        language=language_field(body),
         response_format=fmt,
         stream_format=stream_format,
         session_id=_string(body, "session_id"),
@@ -82,6 +84,11 @@ def model_name(model: Any) -> str:
     if not isinstance(model, str):
         raise ParamError("model", "model must be a string")
     return "" if model in OPENAI_MODELS else model
+
+
+def language_field(body: dict) -> str:
+    """The voice's language asked for ("" = any); the node checks and matches it."""
+    return _string(body, "language")
 
 
 def sampling_fields(body: dict) -> dict[str, float | int]:

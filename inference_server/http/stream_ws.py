@@ -4,7 +4,7 @@ One WebSocket = one session on the fleet (routed like any gRPC session). Protoco
 messages unless said otherwise:
 
 client -> server
-    {"type": "session.start", "voice": "tara", "model": "", "session_id": "",
+    {"type": "session.start", "voice": "tara", "model": "", "language": "", "session_id": "",
      "api_key": "...",              (or the Authorization header of the handshake)
      "min_sentences": 2, "max_buffer_delay_ms": 800,   (the sentence gate, as the plugin's)
      "format": "pcm", "seed": 7, "temperature": ..., "max_tokens": ..., ...}
@@ -43,7 +43,7 @@ from .gate import SentenceGate
 from .marks import SentenceMarks
 from .node_client import NodeClient, NodeSession
 from .speech import text_pieces
-from .speech_schema import model_name, parse_voice, sampling_fields
+from .speech_schema import language_field, model_name, parse_voice, sampling_fields
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +123,7 @@ async def _read_start(ws: WebSocket) -> tuple[pb.SessionStart, dict, str | None]
         session_id=session_id,
         voice=parse_voice(msg.get("voice")),
         model=model_name(msg.get("model")),
+        language=language_field(msg),
         sampling=pb.SamplingOptions(**sampling_fields(msg)),
         trim_head_silence=trim,
     )
