@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import unicodedata
 from pathlib import Path
 
 import pytest
+from support_server import free_port
 
 from inference_server.orpheus.model_card import (
     CARD_FILE,
@@ -115,3 +118,19 @@ def test_language_tags_are_matched_lower_case() -> None:
     for bad in ("", "e", "english", "en_US", "한국어"):
         with pytest.raises(ValueError, match="is not a language tag"):
             normalize_language(bad)
+
+
+def test_the_server_refuses_to_start_naming_the_file_and_the_field(tmp_path: Path) -> None:
+    model = checkpoint(tmp_path, {"language": "ko", "voices": ["유나", "Junseo"]})
+    args = ["--model", str(model), "--snac", "random", "--port", str(free_port())]
+    done = subprocess.run(
+        [sys.executable, "-m", "inference_server", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2, done.stderr
+    assert (
+        f"orpheus-server: error: {model / CARD_FILE}: field 'voices': invalid voice name "
+        "'Junseo': it has upper-case letters"
+    ) in done.stderr
