@@ -132,3 +132,13 @@ def test_an_adapter_the_engines_would_refuse_is_caught_before_and_after_training
     model.save_pretrained(str(tmp_path / "head"), save_embedding_layers=False)
     problem = saved_problem(tmp_path / "head", fits)
     assert problem and "modules_to_save=['lm_head'] is not servable (vLLM" in problem
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is visible: --device cuda is valid")
+def test_device_cuda_without_a_gpu_is_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "voices").mkdir()
+    argv = ["--data", str(tmp_path), "--name", "nova", "--voices-dir", str(tmp_path / "voices")]
+    err = error_of(capsys, *argv, "--device", "cuda")
+    assert "--device cuda: torch" in err and "sees no CUDA GPU" in err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import os
@@ -17,7 +18,8 @@ from typing import Any
 
 import torch
 
-from ..engine.model_loading import NOISE_WARNING, TINY_RANDOM, load_causal_lm, load_tokenizer
+from ..engine.model_loading import NOISE_WARNING, TINY_RANDOM, load_causal_lm
+from ..engine.model_loading import load_tokenizer as _load_tokenizer
 from ..orpheus.tokens import SAMPLE_RATE
 from ..voices.names import InvalidVoiceNameError, validate_voice_name
 from .cli import default_output_dir
@@ -33,6 +35,10 @@ REPORT = "finetune_report.json"
 LOSS_CURVE = "loss_curve.png"
 RECIPE_MINUTES = 10.0  # the talk's minimum; 30+ is better
 TORCH_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+
+
+# A tokenizer is stateless and slow to parse (~1 s for Llama-3's): runs in one process share it.
+load_tokenizer = functools.lru_cache(maxsize=4)(_load_tokenizer)
 
 
 class UsageError(ValueError):
@@ -80,13 +86,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     )
     from .train import train_lora  # PEFT and the Trainer: only for a real run
 
-    trained_at = time.monotonic()
+    trained_at, train_cpu = time.monotonic(), time.process_time()
     checkpoints = plan.output / "checkpoints"
     try:
         result = train_lora(base, train_rows, eval_rows, plan.config, checkpoints, args.resume)
     except KeyboardInterrupt:
         raise Interrupted(_interrupted(checkpoints)) from None
     train_seconds = time.monotonic() - trained_at
+    train_cpu = time.process_time() - train_cpu
     result.model.peft_config["default"].base_model_name_or_path = args.model
     adapter_bytes = install_adapter(result.model, plan.target, fits)
     report = {
@@ -106,6 +113,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         | {"snac_encoded": stats.encoded, "snac_cached": stats.cached},
         "loss": loss_points(result.log_history),
         "train_seconds": round(train_seconds, 2),
+        "train_cpu_seconds": round(train_cpu, 2),  # steadier than wall time on a busy host
     }
     return finish(report, plan.output, started)
 

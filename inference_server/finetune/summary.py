@@ -45,7 +45,7 @@ def summary_lines(report: Mapping[str, Any]) -> list[str]:
     data = report["data"]
     lines = [
         f"voice {report['voice']!r} installed in {report['adapter_dir']}",
-        f"  steps        {report['steps']} ({report['epochs']} epochs; "
+        f"  steps        {report['steps']} ({_epochs(report['epochs'])}; "
         f"{data['train_clips']} train + {data['eval_clips']} eval clips, "
         f"{data['speech_minutes']:.1f} min of speech; {report['device']} {report['dtype']})",
     ]
@@ -64,3 +64,7 @@ def summary_lines(report: Mapping[str, Any]) -> list[str]:
         f"{report['total_seconds']:.1f} s in all",
     ]
     return lines
+
+
+def _epochs(n: int) -> str:
+    return f"{n} epoch" if n == 1 else f"{n} epochs"
