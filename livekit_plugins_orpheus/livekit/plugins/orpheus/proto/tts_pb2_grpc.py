@@ -63,7 +63,8 @@ class TTSServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListVoices(self, request, context):
-        """Voices this node (or fleet) can speak with.
+        """Voices this node can speak with: its model's base voices and LoRA clones, each with its
+        model and language (a router, which has none, lists every model's from live nodes).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
