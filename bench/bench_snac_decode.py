@@ -25,10 +25,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from inference_server.audio.listener import Clock, Listener
 from inference_server.codec.snac_decoder import SnacDecoder
 from inference_server.codec.snac_model import load_snac
 from inference_server.codec.stream_decoder import DecodeWindow, SnacStreamDecoder
-from inference_server.orpheus.tokens import SAMPLE_RATE, SAMPLES_PER_FRAME
+from inference_server.orpheus.tokens import FRAME_MS, SAMPLE_RATE, SAMPLES_PER_FRAME
 
 RESULTS = Path(__file__).parent / "results" / "snac_decode.json"
 FRAME_S = SAMPLES_PER_FRAME / SAMPLE_RATE
@@ -101,7 +102,8 @@ def arrival_times(n: int, speed: float, burst: int) -> np.ndarray:
 
 def run_ours(decoder: SnacDecoder, frames: np.ndarray, arrivals: np.ndarray, **cfg) -> Run:
     now = 0.0
-    stream = SnacStreamDecoder(clock=lambda: now, **cfg)
+    listener = Listener(Clock(now=lambda: now))  # on the simulated time below
+    stream = SnacStreamDecoder(listener=listener, **cfg)
     run, i, n = Run(), 0, len(frames)
     while i < n or stream.frames_emitted < n:
         while i < n and arrivals[i] <= now:
@@ -115,6 +117,7 @@ def run_ours(decoder: SnacDecoder, frames: np.ndarray, arrivals: np.ndarray, **c
         if windows:
             now += run.decode(decoder, windows)
             run.emitted += [(now, w.emitted_frames) for w in windows]
+            listener.sent(sum(w.emitted_frames for w in windows) * FRAME_MS)
         elif i < n:
             now = min(arrivals[i], now + POLL_S)
     return run

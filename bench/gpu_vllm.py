@@ -285,17 +285,19 @@ async def run_stream(
     Tokens are read on their own task so their timestamps are the engine's, not delayed
     by this stream's decodes (vLLM keeps generating and merges deltas meanwhile).
     """
+    from inference_server.audio.listener import Clock, Listener
     from inference_server.codec.stream_decoder import SnacStreamDecoder
 
     trace = StreamTrace(start=clock())
     frames: asyncio.Queue[np.ndarray | None] = asyncio.Queue()
     reader = asyncio.create_task(read_frames(engine, request, clock, trace, frames))
-    decoder = SnacStreamDecoder(clock=clock)
+    listener = Listener(Clock(now=clock))  # the stream's, as a session keeps it
+    decoder = SnacStreamDecoder(listener=listener)
 
     async def deliver(windows: list[Any]) -> None:
         for window in windows:
-            lead = decoder.lead_ms() - window.emitted_frames * T.FRAME_MS
-            await batcher.decode(window, lead if trace.deliveries else -math.inf)
+            await batcher.decode(window, listener)
+            listener.sent(window.emitted_frames * T.FRAME_MS)
             trace.deliveries.append((clock(), window.emitted_frames))
 
     try:

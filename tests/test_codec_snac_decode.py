@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from inference_server.audio.listener import Clock, DecodeClass, Listener
 from inference_server.codec.decode_batcher import SnacDecodeBatcher
 from inference_server.codec.snac_decoder import SnacDecoder
 from inference_server.codec.snac_model import encode_audio, load_snac
@@ -87,7 +88,7 @@ def test_encode_audio_returns_frames(decoder: SnacDecoder) -> None:
 def test_streamed_24_frames_match_full_decode(decoder: SnacDecoder) -> None:
     seq = random_frames(24, seed=1)
     full = decoder.decode_frames(seq)
-    windows = stream(seq, SnacStreamDecoder(clock=lambda: 0.0))  # default config
+    windows = stream(seq, SnacStreamDecoder(listener=listening(1_000.0)))  # held into big windows
     streamed = np.concatenate(decoder.decode_windows(windows))
     assert streamed.dtype == np.float32
     assert len(streamed) == SPF * 24 == len(full)
@@ -100,7 +101,7 @@ def test_streamed_24_frames_match_full_decode(decoder: SnacDecoder) -> None:
 
 def test_one_frame_per_window_is_within_bound(decoder: SnacDecoder) -> None:
     seq = random_frames(12, seed=2)
-    windows = stream(seq, SnacStreamDecoder(min_lead_ms=0, clock=lambda: 0.0))
+    windows = stream(seq, SnacStreamDecoder(min_lead_ms=0))
     assert [w.emitted_frames for w in windows][:-1] == [1] * 10  # finish() flushes 2 at once
     streamed = np.concatenate(decoder.decode_windows(windows))
     assert rel_rms(streamed, decoder.decode_frames(seq)) <= ERROR_BOUND
@@ -132,7 +133,7 @@ async def test_batcher_decodes_concurrent_windows_in_one_call(decoder: SnacDecod
 
     async with SnacDecodeBatcher(decoder) as batcher:
         tick_task = asyncio.create_task(ticker())
-        results = await asyncio.gather(*(batcher.decode(w) for w in windows))
+        results = await asyncio.gather(*(batcher.decode(w, listening(5_000.0)) for w in windows))
         tick_task.cancel()
         assert (batcher.batches, batcher.windows) == (1, 4)
         assert ticks > 0  # the loop kept running while the batch decoded on the worker thread
@@ -140,16 +141,29 @@ async def test_batcher_decodes_concurrent_windows_in_one_call(decoder: SnacDecod
             np.testing.assert_allclose(got, want, atol=1e-5)
         # a stream awaiting its windows in order gets them in order
         seq = random_frames(6, seed=30)
-        dec = SnacStreamDecoder(clock=lambda: 0.0)
+        dec = SnacStreamDecoder()
         windows = stream(seq, dec)
-        pcm = [await batcher.decode(w) for w in windows]
+        pcm = [await batcher.decode(w, listening(5_000.0)) for w in windows]
         assert batcher.batches == 1 + len(windows)
         assert rel_rms(np.concatenate(pcm), decoder.decode_frames(seq)) <= ERROR_BOUND
 
 
+def listening(buffer_ms: float | None, sent_ms: float = 10_000.0) -> Listener:
+    """A stream's listener on a stopped clock: None = before its first audio; else with
+    `buffer_ms` buffered of `sent_ms` sent."""
+    now = [0.0]
+    listener = Listener(Clock(now=lambda: now[0]))
+    if buffer_ms is not None:
+        listener.sent(sent_ms)
+        now[0] = (sent_ms - buffer_ms) / 1000.0
+    return listener
+
+
 async def test_batcher_close_fails_pending_decodes(decoder: SnacDecoder) -> None:
     batcher = SnacDecodeBatcher(decoder)
-    pending = asyncio.create_task(batcher.decode(DecodeWindow(random_frames(3, 40), 0, SPF, 0)))
+    pending = asyncio.create_task(
+        batcher.decode(DecodeWindow(random_frames(3, 40), 0, SPF, 0), listening(None))
+    )
     await asyncio.sleep(0)
     await batcher.close()
     with pytest.raises(RuntimeError, match="closed"):
@@ -157,27 +171,29 @@ async def test_batcher_close_fails_pending_decodes(decoder: SnacDecoder) -> None
 
 
 @pytest.mark.parametrize(
-    ("slack_ms", "start_up"),
-    [(float("-inf"), False), (300.0, True)],
+    "new_listener",
+    [listening(None), listening(300.0, sent_ms=300.0)],
     ids=["first audio", "start-up window"],
 )
 async def test_new_stream_window_does_not_wait_behind_bulk_batches(
-    decoder: SnacDecoder, slack_ms: float, start_up: bool
+    decoder: SnacDecoder, new_listener: Listener
 ) -> None:
     bulk_windows = [DecodeWindow(random_frames(21, seed=s), 3 * SPF, 19 * SPF, 3) for s in (1, 2)]
     new = DecodeWindow(random_frames(5, seed=3), 0, 3 * SPF, 0)
     finished: list[str] = []
 
-    async def decode(name: str, window: DecodeWindow, slack_ms: float, **kw: bool) -> None:
-        await batcher.decode(window, slack_ms, **kw)
+    async def decode(name: str, window: DecodeWindow, listener: Listener) -> None:
+        await batcher.decode(window, listener)
         finished.append(name)
 
     async with SnacDecodeBatcher(decoder, max_batch_frames=21) as batcher:
         bulk = [
-            asyncio.create_task(decode(f"bulk{i}", w, 50.0)) for i, w in enumerate(bulk_windows)
+            asyncio.create_task(decode(f"bulk{i}", w, listening(50.0)))
+            for i, w in enumerate(bulk_windows)
         ]
         await asyncio.sleep(0.02)  # both bulk calls are decoding
-        await decode("new", new, slack_ms, start_up=start_up)
+        assert new_listener.decode_class() is not DecodeClass.BULK
+        await decode("new", new, new_listener)
         await asyncio.gather(*bulk)
     assert finished[0] == "new"
 
@@ -186,14 +202,14 @@ async def test_bulk_decode_yields_to_a_first_audio_race(decoder: SnacDecoder) ->
     window = DecodeWindow(random_frames(6, seed=4), 3 * SPF, 4 * SPF, 3)
     async with SnacDecodeBatcher(decoder) as batcher:
         with batcher.first_audio_race():
-            pending = asyncio.create_task(batcher.decode(window, 5_000.0))
+            pending = asyncio.create_task(batcher.decode(window, listening(5_000.0)))
             await asyncio.sleep(0.1)
             assert not pending.done() and batcher.batches == 0  # held while the race runs
             # A stream close to underrun is not held: it decodes during the race.
-            await asyncio.wait_for(batcher.decode(window, 100.0), timeout=10)
+            await asyncio.wait_for(batcher.decode(window, listening(100.0)), timeout=10)
             assert not pending.done()
         await pending  # released when the race ends
         assert batcher.batches == 2
         with batcher.first_audio_race():  # a race that never ends holds bulk only so long
-            await asyncio.wait_for(batcher.decode(window, 5_000.0), timeout=10)
+            await asyncio.wait_for(batcher.decode(window, listening(5_000.0)), timeout=10)
         assert batcher.batches == 3

@@ -7,7 +7,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from inference_server.audio.listener import Clock, Listener
 from inference_server.codec.stream_decoder import DecodeWindow, SnacStreamDecoder
+from inference_server.orpheus.tokens import FRAME_MS
 
 SPF = 2048
 
@@ -18,6 +20,20 @@ class FakeClock:
 
     def __call__(self) -> float:
         return self.now
+
+
+class SentOnEmission(SnacStreamDecoder):
+    """The decoder as its session uses it, with decoding taking no time: each window's audio
+    reaches the stream's listener the moment it is emitted."""
+
+    def __init__(self, clock: FakeClock, **cfg) -> None:
+        super().__init__(listener=Listener(Clock(now=clock)), **cfg)
+
+    def _emit_until(self, end: int) -> list[DecodeWindow]:  # every emission passes here
+        windows = super()._emit_until(end)
+        for window in windows:
+            self.listener.sent(window.emitted_frames * FRAME_MS)
+        return windows
 
 
 def frames(n: int, seed: int = 0) -> np.ndarray:
@@ -33,7 +49,7 @@ def covered_frames(windows: list[DecodeWindow]) -> list[int]:
 
 
 def test_first_window_comes_with_first_frame_plus_right_context() -> None:
-    dec = SnacStreamDecoder(left_context=3, right_context=2, clock=FakeClock())
+    dec = SentOnEmission(FakeClock(), left_context=3, right_context=2)
     seq = frames(3)
     assert dec.push(seq[0]) == []
     assert dec.push(seq[1]) == []
@@ -44,7 +60,7 @@ def test_first_window_comes_with_first_frame_plus_right_context() -> None:
 
 
 def test_window_carries_left_and_right_context() -> None:
-    dec = SnacStreamDecoder(left_context=3, right_context=2, min_lead_ms=0, clock=FakeClock())
+    dec = SentOnEmission(FakeClock(), left_context=3, right_context=2, min_lead_ms=0)
     seq = frames(10)
     windows = [w for f in seq for w in dec.push(f)]
     last = windows[-1]  # frame 7 emitted once frame 9 arrived
@@ -54,7 +70,7 @@ def test_window_carries_left_and_right_context() -> None:
 
 
 def test_pending_frames_go_out_in_one_window() -> None:
-    dec = SnacStreamDecoder(left_context=3, right_context=2, min_lead_ms=0, clock=FakeClock())
+    dec = SentOnEmission(FakeClock(), left_context=3, right_context=2, min_lead_ms=0)
     seq = frames(12)
     dec.push(seq[:3])
     (window,) = dec.push(seq[3:12])  # a burst: 9 new frames, frames 1..9 are ready
@@ -66,7 +82,7 @@ def test_pending_frames_go_out_in_one_window() -> None:
 
 def test_frames_are_held_while_the_listener_has_audio_buffered() -> None:
     clock = FakeClock()
-    dec = SnacStreamDecoder(right_context=2, max_emit_frames=4, min_lead_ms=50.0, clock=clock)
+    dec = SentOnEmission(clock, right_context=2, max_emit_frames=4, min_lead_ms=50.0)
     seq = frames(20)
     assert len(dec.push(seq[:3])) == 1  # frame 0 at once; the listener now has 85 ms
     assert dec.push(seq[3:6]) == []  # frames 1..3 ready, held: lead 85 ms >= 50 ms
@@ -93,7 +109,7 @@ def test_a_larger_first_window_waits_for_its_frames() -> None:
 
 def test_slow_decoding_releases_held_frames_earlier() -> None:
     clock = FakeClock()
-    dec = SnacStreamDecoder(right_context=2, max_emit_frames=16, min_lead_ms=100.0, clock=clock)
+    dec = SentOnEmission(clock, right_context=2, max_emit_frames=16, min_lead_ms=100.0)
     seq = frames(20)
     dec.push(seq[:3])  # frame 0 out: the listener has 85 ms ... then frames 1..3 go out
     assert dec.push(seq[3:6])  # lead 85 ms < 100 ms: emitted at once
@@ -105,7 +121,7 @@ def test_slow_decoding_releases_held_frames_earlier() -> None:
 
 def test_windows_ramp_up_with_the_listeners_buffer() -> None:
     clock = FakeClock()
-    dec = SnacStreamDecoder(first_emit_frames=3, max_emit_frames=16, clock=clock)
+    dec = SentOnEmission(clock, first_emit_frames=3, max_emit_frames=16)
     dec.decode_ms_per_frame = 10.0
     seq = frames(60)
     (first,) = dec.push(seq[:5])
@@ -115,15 +131,16 @@ def test_windows_ramp_up_with_the_listeners_buffer() -> None:
     assert (second.first_frame, second.emitted_frames) == (3, 7)
     clock.now += 2.0  # the listener ran dry: size no longer matters, every ready frame goes
     assert [w.emitted_frames for w in dec.poll()] == [13]
-    # Past the ramp (23 frames emitted), a short buffer (1963 - 1800 ms) no longer
+    # The listener stalled from 0.853 s to 2.0 s and resumed with those 13 frames (1109 ms).
+    # Past the ramp (23 frames emitted), a short buffer (163 ms at 2.947 s) no longer
     # shrinks windows: every ready frame goes, 16 per window.
-    clock.now = 1.8
+    clock.now = 2.947
     assert [w.emitted_frames for w in dec.push(seq[25:45])] == [16, 4]
 
 
 def test_a_flush_during_the_ramp_starts_small() -> None:
     clock = FakeClock()
-    dec = SnacStreamDecoder(first_emit_frames=3, max_emit_frames=16, clock=clock)
+    dec = SentOnEmission(clock, first_emit_frames=3, max_emit_frames=16)
     seq = frames(25)
     dec.push(seq[:5])  # first window: 3 frames
     dec.decode_ms_per_frame = 10.0
@@ -132,6 +149,20 @@ def test_a_flush_during_the_ramp_starts_small() -> None:
     windows = dec.finish()
     assert [w.emitted_frames for w in windows] == [7, 8]  # then doubling, up to the end
     assert windows[-1].first_frame + windows[-1].emitted_frames == 25
+
+
+def test_a_later_chunk_knows_what_its_listener_has_buffered() -> None:
+    """One listener per session: a segment's second chunk gets a new decoder, which sees the
+    3.4 s the listener already has, so it does not ramp up from small windows as if the
+    listener had nothing (the 7-frame window of the test above)."""
+    listener = Listener(Clock(now=FakeClock()))
+    listener.sent(40 * FRAME_MS)  # the first chunk's audio, just sent
+    dec = SnacStreamDecoder(first_emit_frames=3, max_emit_frames=16, listener=listener)
+    dec.decode_ms_per_frame = 10.0
+    seq = frames(25)
+    (first,) = dec.push(seq[:5])
+    assert first.emitted_frames == 3
+    assert [w.emitted_frames for w in dec.push(seq[5:25])] == [16]  # held to a full window
 
 
 @settings(max_examples=60, deadline=None)
@@ -146,12 +177,12 @@ def test_a_flush_during_the_ramp_starts_small() -> None:
 def test_every_frame_is_emitted_exactly_once_in_order(
     n: int, bursts: list[int], left: int, right: int, max_emit: int, lead: float
 ) -> None:
-    dec = SnacStreamDecoder(
+    dec = SentOnEmission(
+        FakeClock(),
         left_context=left,
         right_context=right,
         max_emit_frames=max_emit,
         min_lead_ms=lead,
-        clock=FakeClock(),
     )
     seq, windows, i = frames(n), [], 0
     for size in bursts * (n + 1):

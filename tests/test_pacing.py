@@ -11,6 +11,7 @@ import asyncio
 
 import pytest
 
+from inference_server.audio.listener import Clock, Listener
 from inference_server.codec.decode_batcher import SnacDecodeBatcher
 from inference_server.codec.snac_decoder import SnacDecoder
 from inference_server.codec.snac_model import load_snac
@@ -20,7 +21,7 @@ from inference_server.engine.torch_engine import TorchEngine
 from inference_server.service.read_stall import ReadStall
 from inference_server.session.events import AudioOut, SegmentOut
 from inference_server.session.options import SessionOptions
-from inference_server.session.playback import Clock, Pacer, PlaybackClock
+from inference_server.session.pacing import Pacer
 from inference_server.session.synthesis import SynthesisSession, Voice
 
 
@@ -42,21 +43,21 @@ class HandClock:
 
 def test_the_pacer_never_holds_back_a_first_audio_and_waits_off_the_excess() -> None:
     hand = HandClock()
-    playback = PlaybackClock(hand.clock)
-    pacer = Pacer(playback, max_ahead_s=2.0)
+    listener = Listener(hand.clock)
+    pacer = Pacer(listener, max_ahead_s=2.0)
     assert pacer.wait_s() == 0.0  # nothing sent yet: the first audio is urgent
-    playback.sent(5000.0)
+    listener.sent(5000.0)
     assert pacer.wait_s() == pytest.approx(3.0)
     hand.t += 1.0  # the listener played one second
     assert pacer.wait_s() == pytest.approx(2.0)
     asyncio.run(pacer.pace())
-    assert playback.slack_ms() == pytest.approx(2000.0) and pacer.waited_s == pytest.approx(2.0)
+    assert listener.buffer_ms() == pytest.approx(2000.0) and pacer.waited_s == pytest.approx(2.0)
 
 
 def test_max_ahead_zero_is_no_pacing() -> None:
-    playback = PlaybackClock(HandClock().clock)
-    playback.sent(60_000.0)
-    assert Pacer(playback, max_ahead_s=0.0).wait_s() == 0.0
+    listener = Listener(HandClock().clock)
+    listener.sent(60_000.0)
+    assert Pacer(listener, max_ahead_s=0.0).wait_s() == 0.0
 
 
 async def test_a_write_pending_past_the_limit_is_a_stall_and_idle_time_is_not() -> None:
@@ -81,7 +82,7 @@ def model_parts() -> tuple:
 
 async def speak(parts: tuple, max_ahead_s: float) -> tuple[SynthesisSession, list]:
     """Two segments through a real session on a hand clock. Returns the session and a log,
-    in order, of each event with the listener's slack just before it, and of each sleep."""
+    in order, of each event with the listener's buffer just before it, and of each sleep."""
     model, tokenizer, snac = parts
     log: list = []
     hand = HandClock(log)
@@ -105,7 +106,7 @@ async def speak(parts: tuple, max_ahead_s: float) -> tuple[SynthesisSession, lis
     try:
         async for event in session.events():
             ms = 1000 * len(event.pcm) / 2 / 24000 if isinstance(event, AudioOut) else 0.0
-            log.append((event, session.playback.slack_ms() - ms))
+            log.append((event, session.listener.buffer_ms() - ms))
     finally:
         await decoder.close()
         await engine.close()

@@ -1,4 +1,4 @@
-"""Admission by capacity and by the live streams' playback clocks (real clocks, real time)."""
+"""Admission by capacity and by the live streams' listeners (real clocks, real time)."""
 
 from __future__ import annotations
 
@@ -7,31 +7,32 @@ import time
 import grpc
 import pytest
 
+from inference_server.audio.listener import DecodeClass, Listener
 from inference_server.errors import Overloaded
 from inference_server.service.admission import AdmissionPolicy
 from inference_server.service.errors import to_status
-from inference_server.session.playback import PlaybackClock
 
 
-def playing(audio_ms: float) -> PlaybackClock:
-    clock = PlaybackClock()
+def playing(audio_ms: float) -> Listener:
+    clock = Listener()
     clock.sent(audio_ms)
     return clock
 
 
 def test_clock_stalls_instead_of_carrying_a_debt() -> None:
-    clock = PlaybackClock()
-    assert clock.slack_ms() == float("-inf") and clock.starving_ms() == 0 and not clock.playing
+    clock = Listener()
+    assert clock.buffer_ms() == 0 and clock.starving_ms() == 0 and not clock.playing
+    assert clock.decode_class() is DecodeClass.FIRST_AUDIO
     clock.sent(10.0)
     time.sleep(0.06)
     assert 40 <= clock.starving_ms() <= 200  # dry for ~50 ms
     clock.sent(100.0)  # the listener resumes: the gap is not owed
-    assert 50 <= clock.slack_ms() <= 100.0 and clock.starving_ms() == 0
+    assert 50 <= clock.buffer_ms() <= 100.0 and clock.starving_ms() == 0
 
 
 def test_capacity_refuses_with_resource_exhausted() -> None:
     with pytest.raises(Overloaded) as err:
-        AdmissionPolicy(capacity=2).check([PlaybackClock(), PlaybackClock()])
+        AdmissionPolicy(capacity=2).check([Listener(), Listener()])
     assert to_status(err.value).code == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "capacity (2" in str(err.value)
 
@@ -40,7 +41,7 @@ def test_refuses_while_half_the_playing_streams_starve() -> None:
     starving = playing(0.0)
     time.sleep(0.05)
     fed = [playing(10_000.0) for _ in range(2)]
-    waiting = [PlaybackClock() for _ in range(3)]  # not playing yet: they do not count
+    waiting = [Listener() for _ in range(3)]  # not playing yet: they do not count
     policy = AdmissionPolicy(capacity=10, starving_ms=20.0)
     policy.check([starving, *fed, *waiting])  # 1 of 3 playing streams starves: admitted
     with pytest.raises(Overloaded) as err:

@@ -14,10 +14,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from ..audio.listener import DecodeClass, Listener
 from .snac_decoder import SnacDecoder
 from .stream_decoder import DecodeWindow
 
-URGENT_SLACK_MS = 250.0  # a stream with less buffered audio than this decodes first
+URGENT_BUFFER_MS = 250.0  # a stream with less buffered audio than this decodes first
 # Bulk decode waits for sessions racing to their first audio, but never longer than this
 # at a time, so established streams cannot starve behind a stream of arrivals.
 MAX_BULK_HOLD_S = 0.25
@@ -28,12 +29,12 @@ _HOLD_POLL_S = 0.01  # how often a held bulk worker looks for windows turning ur
 class _Job:
     window: DecodeWindow
     future: asyncio.Future[np.ndarray]
-    slack_ms: float  # when submitted
-    submitted: float = field(default_factory=time.perf_counter)
+    listener: Listener  # its buffer drains while the window waits
+    decode_class: DecodeClass  # when submitted
 
-    def slack_now(self, now: float) -> float:
-        """The stream's buffered audio now: it drains while the window waits."""
-        return self.slack_ms - 1000.0 * (now - self.submitted)
+    def urgency(self) -> tuple[bool, float]:
+        """Sort key: first audio first, then the least buffered."""
+        return self.decode_class is not DecodeClass.FIRST_AUDIO, self.listener.buffer_ms()
 
 
 class SnacDecodeBatcher:
@@ -43,18 +44,17 @@ class SnacDecodeBatcher:
     current event-loop tick; windows submitted while a batch is decoding join the next
     batch, so batches grow with load. Each session awaits its own windows in order.
 
-    Streaming-aware: each window carries its stream's slack (audio already delivered
-    minus playback time; -inf before first audio). A session's first window goes to
+    Streaming-aware: each window carries its stream's listener (audio/listener.py), read
+    live while it waits, and the decode class it had when submitted. First audio goes to
     the express worker, which does nothing else, so first audio never waits behind a
     batch of established streams' windows. A stream's start-up windows (its buffer still
-    thin, see `decode`) have a worker of their own too, for the same reason, so they
+    thin: `DecodeClass.START_UP`) have a worker of their own too, for the same reason, so they
     never hold up first audio either. While any session races to its first audio
     (`first_audio_race()`, from its request to its first decoded window) the bulk
     workers start no call except for streams close to underrun (and hold the rest for
     at most `MAX_BULK_HOLD_S`), and they run at a lower OS priority (`bulk_nice`), so
     the engine's step thread and the express worker get the cores. Among bulk windows,
-    when any is urgent only the urgent ones decode in the next call, lowest slack first
-    (slack counted down while a window waits).
+    when any is urgent only the urgent ones decode in the next call, least buffered first.
     """
 
     def __init__(
@@ -126,21 +126,19 @@ class SnacDecodeBatcher:
             if not self._racing:
                 self._no_race.set()
 
-    async def decode(
-        self, window: DecodeWindow, slack_ms: float = 0.0, *, start_up: bool = False
-    ) -> np.ndarray:
-        """Decoded float32 samples of `window` (only the kept range).
+    async def decode(self, window: DecodeWindow, listener: Listener) -> np.ndarray:
+        """Decoded float32 samples of `window` (only the kept range), for `listener`'s stream.
 
-        `start_up`: the stream's first second or so, while its buffer is still thin; such
-        windows go to the start-up worker, as first audio goes to the express worker.
+        Its decode class picks the lane: first audio the express worker, start-up the
+        start-up worker, the rest the bulk workers.
         """
         self.start()
         future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
-        job = _Job(window, future, slack_ms)
+        job = _Job(window, future, listener, listener.decode_class())
         lane = self._bulk
-        if slack_ms == float("-inf") and self._express is not None:
+        if job.decode_class is DecodeClass.FIRST_AUDIO and self._express is not None:
             lane = self._express
-        elif start_up and self._start_up is not None:
+        elif job.decode_class is DecodeClass.START_UP and self._start_up is not None:
             lane = self._start_up
         lane.queue.append(job)
         lane.wakeup.set()
@@ -183,8 +181,8 @@ class SnacDecodeBatcher:
         deadline = time.perf_counter() + MAX_BULK_HOLD_S
         while self._racing:
             now = time.perf_counter()
-            least = min((j.slack_now(now) for j in lane.queue), default=float("inf"))
-            if least < URGENT_SLACK_MS:
+            least = min((j.listener.buffer_ms() for j in lane.queue), default=float("inf"))
+            if least < URGENT_BUFFER_MS:
                 return True
             if now >= deadline:
                 return False
@@ -208,12 +206,9 @@ class SnacDecodeBatcher:
         A call is capped at `max_batch_frames` so an urgent window that arrives while a
         batch decodes waits for at most one bounded call.
         """
-        now = time.perf_counter()
-        live = sorted(
-            (j for j in lane.queue if not j.future.done()), key=lambda j: j.slack_now(now)
-        )
-        first_audio = [j for j in live if j.slack_ms == float("-inf")]
-        urgent = [j for j in live if j.slack_now(now) < URGENT_SLACK_MS]
+        live = sorted((j for j in lane.queue if not j.future.done()), key=_Job.urgency)
+        first_audio = [j for j in live if j.decode_class is DecodeClass.FIRST_AUDIO]
+        urgent = [j for j in live if j.listener.buffer_ms() < URGENT_BUFFER_MS]
         jobs, frames = [], 0
         for job in first_audio or urgent or ([] if urgent_only else live):
             if jobs and (

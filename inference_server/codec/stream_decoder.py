@@ -17,7 +17,8 @@ no latency (it is already there), while right context delays the first audio.
 bench/bench_snac_decode.py re-measures this and writes bench/results/snac_decode.json.
 
 Emission: the first frame goes out as soon as its right context exists (low TTFA).
-After that, ready frames may be held back while the listener still has more than
+After that, ready frames may be held back while the listener (audio/listener.py: the
+session's, so a later chunk knows what its listener already has) still has more than
 `min_lead_ms` of audio buffered, so later windows carry up to `max_emit_frames`
 frames: the context overhead is paid once per window instead of once per frame,
 which is what brings decode cost per audio second far below the reference's.
@@ -29,13 +30,13 @@ bench/bench_snac_decode.py reports the cost and underruns it gives.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from ..orpheus.tokens import FRAME_MS, FRAME_TOKENS, SAMPLES_PER_FRAME
+from ..audio.listener import Listener
+from ..orpheus.tokens import FRAME_TOKENS, SAMPLES_PER_FRAME
 
 DEFAULT_LEFT_CONTEXT = 3
 DEFAULT_RIGHT_CONTEXT = 2
@@ -78,8 +79,10 @@ class SnacStreamDecoder:
         max_emit_frames: int = DEFAULT_MAX_EMIT_FRAMES,
         min_lead_ms: float = DEFAULT_MIN_LEAD_MS,
         first_emit_frames: int = 1,
-        clock: Callable[[], float] = time.monotonic,
+        listener: Listener | None = None,
     ) -> None:
+        """`listener`: the stream's, told by its owner what was sent (a session, after
+        decoding and trimming). Without one nothing is ever buffered: nothing is held."""
         if left_context < 0 or right_context < 0:
             raise ValueError(f"context must be >= 0, got left={left_context} right={right_context}")
         if not 1 <= first_emit_frames <= max_emit_frames:
@@ -98,11 +101,10 @@ class SnacStreamDecoder:
         # Observed decode cost (set by the caller): frames are held only while the listener's
         # buffer outlasts decoding them, so a slow decoder starts its next window in time.
         self.decode_ms_per_frame = 0.0
-        self._clock = clock
+        self.listener = listener or Listener()
         self._frames: list[np.ndarray] = []
         self._emitted = 0
         self._primed = 0  # frames given by `prime`: context only, never emitted here
-        self._started_at: float | None = None
         self._finished = False
 
     @property
@@ -121,13 +123,6 @@ class SnacStreamDecoder:
         self._frames.extend(_as_frames(frames))
         self._emitted = self._primed = len(self._frames)
 
-    def lead_ms(self) -> float:
-        """Audio emitted so far minus the time since the first window (the listener's buffer)."""
-        if self._started_at is None:
-            return 0.0
-        emitted = self._emitted - self._primed
-        return emitted * FRAME_MS - 1000.0 * (self._clock() - self._started_at)
-
     def push(self, frames: np.ndarray | Sequence[np.ndarray]) -> list[DecodeWindow]:
         """Add one frame (7,) or several ((n, 7) or a list); return the windows now due."""
         if self._finished:
@@ -142,7 +137,7 @@ class SnacStreamDecoder:
         first = self._emitted == self._primed
         if pending <= 0 or (first and pending < self.first_emit_frames):
             return []
-        lead = self.lead_ms()
+        lead = self.listener.buffer_ms()
         holding = not first and 0 < self.min_lead_ms <= lead - self._window_cost_ms(pending)
         if not holding:
             return self._emit_until(self._emitted + self._affordable(pending, lead))
@@ -177,7 +172,7 @@ class SnacStreamDecoder:
         """
         self._finished = True
         end, windows = len(self._frames), []
-        size = self._affordable(end - self._emitted, self.lead_ms())
+        size = self._affordable(end - self._emitted, self.listener.buffer_ms())
         while self._emitted < end:
             windows += self._emit_until(min(end, self._emitted + size))
             size = min(self.max_emit_frames, 2 * size)
@@ -190,8 +185,6 @@ class SnacStreamDecoder:
                 self._window(self._emitted, min(end, self._emitted + self.max_emit_frames))
             )
             self._emitted = windows[-1].first_frame + windows[-1].emitted_frames
-        if windows and self._started_at is None:
-            self._started_at = self._clock()
         return windows
 
     def _window(self, start: int, end: int) -> DecodeWindow:

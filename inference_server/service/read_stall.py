@@ -15,8 +15,8 @@ from collections.abc import Iterator
 
 import grpc
 
+from ..audio.listener import REAL_CLOCK, Clock
 from ..errors import ClientTimeout
-from ..session.playback import REAL_CLOCK, Clock
 from .errors import to_status
 
 

@@ -13,6 +13,7 @@ from typing import NoReturn
 import grpc
 
 from .. import errors as E
+from ..audio.listener import Listener
 from ..config import DEFAULT_STARVING_MS
 from ..fleet.catalog import ModelCatalog, ServedModel
 from ..fleet.dispatch import FleetDispatch
@@ -89,7 +90,7 @@ class TTSService(pb_grpc.TTSServicer):
         self._metrics = metrics or NodeMetrics()
         self.state = state or NodeState()  # draining, live sessions: shared with the fleet
         self.state.add_load_listener(self._metrics.live_sessions.set)
-        self._metrics.watch_streams(lambda: self._admission.load(self._playback_clocks()))
+        self._metrics.watch_streams(lambda: self._admission.load(self._listeners()))
 
     async def Synthesize(
         self,
@@ -229,13 +230,13 @@ class TTSService(pb_grpc.TTSServicer):
             )
         return first.start
 
-    def _playback_clocks(self) -> list:
-        return [session.playback for session in self.state.live.values()]
+    def _listeners(self) -> list[Listener]:
+        return [session.listener for session in self.state.live.values()]
 
     def _open(self, start: pb.SessionStart) -> SynthesisSession:
         if self.state.draining:
             raise E.Unavailable("node is draining; retry on another node")
-        self._admission.check(self._playback_clocks())
+        self._admission.check(self._listeners())
         self._identity.catalog().resolve(start.model, start.language)
         session_id = start.session_id or uuid.uuid4().hex
         check_session_id(session_id)

@@ -5,7 +5,9 @@ each segment's ready sentence groups are generated one after the other on the
 engine (the next one is sent as soon as the previous one's tokens are in), decoded
 while they generate, head silence trimmed, and emitted as audio.
 Once a segment's first audio is out, its generation keeps at most `max_audio_ahead_s`
-ahead of the listener (playback.Pacer): a client that stops reading costs no more.
+ahead of the listener (pacing.Pacer): a client that stops reading costs no more. The
+session's one `Listener` (audio/listener.py) is what pacing, the stream decoders of all its
+chunks, the decode batcher and the node's admission read.
 Closing `events()` (client cancel or disconnect) aborts the live engine request.
 """
 
@@ -22,9 +24,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..audio.head_silence import HeadSilenceTrimmer
+from ..audio.listener import REAL_CLOCK, Clock, Listener
 from ..audio.pcm import float_to_pcm16
 from ..codec.decode_batcher import SnacDecodeBatcher
-from ..codec.stream_decoder import DEFAULT_MAX_EMIT_FRAMES, DecodeWindow, SnacStreamDecoder
+from ..codec.stream_decoder import DecodeWindow, SnacStreamDecoder
 from ..engine.base import Engine, GenerationRequest, SamplingConfig
 from ..errors import ClientError
 from ..orpheus import tokens as T
@@ -34,16 +37,11 @@ from ..orpheus.tags import ORPHEUS_TAGS, filter_tags
 from .events import AudioOut, ProgressOut, SegmentMetrics, SegmentOut, SessionEvent
 from .options import DEFAULT_SESSION_OPTIONS, SessionOptions
 from .overrun import ChunkEnd, LoopDetector, chunk_budget
-from .playback import REAL_CLOCK, Clock, Pacer, PlaybackClock
+from .pacing import Pacer
 from .resume import FrameLedger, ResumePoint, chunk_sampling, no_frames
 from .segment_text import SegmentText, TextSpan
 
 POLL_S = 0.05  # release held decode windows this often while the engine is quiet
-# A stream's start-up (its decoder's ramp): until this much audio is out, a window goes to
-# the batcher's start-up worker while the listener has less than START_UP_SLACK_MS
-# buffered (a bigger buffer can wait its turn in bulk).
-START_UP_MS = DEFAULT_MAX_EMIT_FRAMES * T.FRAME_MS
-START_UP_SLACK_MS = 500.0
 
 
 # Engine request ids are unique per process, not per session: a session id reused right
@@ -92,8 +90,8 @@ class SynthesisSession:
         self._chars = 0
         self._changed = asyncio.Event()
         self._heard = no_frames()  # frames of the resumed chunk the listener already heard
-        self.playback = PlaybackClock(clock)
-        self.pacer = Pacer(self.playback, options.max_audio_ahead_s)
+        self.listener = Listener(clock)
+        self.pacer = Pacer(self.listener, options.max_audio_ahead_s)
 
     @property
     def seed(self) -> int | None:
@@ -254,7 +252,7 @@ class SynthesisSession:
             metrics.ttfa_ms = 1000.0 * (time.perf_counter() - ready_at)
         audio_ms = 1000.0 * len(samples) / T.SAMPLE_RATE
         metrics.audio_ms += audio_ms
-        self.playback.sent(audio_ms)
+        self.listener.sent(audio_ms)
         first, frames = ledger.take()
         codes = tuple(frames.ravel().tolist())
         return AudioOut(segment_id, float_to_pcm16(samples), span.start, span.end, codes, first)
@@ -303,11 +301,13 @@ class SynthesisSession:
         while this chunk's last windows decode, so its prefill and first frames overlap
         audio the listener already has.
         """
-        decoder = SnacStreamDecoder(first_emit_frames=self._options.first_chunk_frames)
+        decoder = SnacStreamDecoder(
+            first_emit_frames=self._options.first_chunk_frames, listener=self.listener
+        )
         decoder.prime(chunk.heard)  # the new audio continues the heard frames' audio
         generation = chunk.generation
         race = contextlib.ExitStack()  # open from the request to the session's first audio
-        if not self.playback.playing:
+        if not self.listener.playing:
             race.enter_context(self._decoder.first_audio_race())
         try:
             while True:
@@ -343,9 +343,7 @@ class SynthesisSession:
             yield await self._decode(window), window.emitted
 
     async def _decode(self, window: DecodeWindow) -> np.ndarray:
-        slack = self.playback.slack_ms()
-        start_up = self.playback.sent_ms < START_UP_MS and slack < START_UP_SLACK_MS
-        return await self._decoder.decode(window, slack, start_up=start_up)
+        return await self._decoder.decode(window, self.listener)
 
     def _context(self, chunk: _ChunkRun) -> ContinuityContext | None:
         keep = self._options.continuity_frames
