@@ -56,6 +56,8 @@ def error_of(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
             "greater than --max-lora-rank 64",
         ),
         ("exists", (), "voice 'nova' already exists"),
+        ("empty", ("--model", "/nowhere"), "--model /nowhere: expected 'tiny-random' or a local"),
+        ("empty", ("--snac", "/nowhere"), "--snac /nowhere: expected 'random' or a local SNAC"),
     ],
 )
 def test_bad_input_is_exit_2_with_a_clear_message(

@@ -120,6 +120,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def make_plan(args: argparse.Namespace) -> Plan:
     name = validate_voice_name(args.name)
+    check_sources(args.model, args.snac)
     config = train_config(args)
     return Plan(
         name=name,
@@ -133,6 +134,21 @@ def make_plan(args: argparse.Namespace) -> Plan:
             tolerance=args.split_tolerance,
         ),
     )
+
+
+def check_sources(model: str, snac: str) -> None:
+    """Local weights only (never a hub download): say so before any work starts."""
+    if model != TINY_RANDOM and not (Path(model) / "config.json").is_file():
+        raise UsageError(
+            f"--model {model}: expected 'tiny-random' or a local checkpoint directory "
+            "with config.json"
+        )
+    files = ("config.json", "pytorch_model.bin")
+    if snac != "random" and not all((Path(snac) / f).is_file() for f in files):
+        raise UsageError(
+            f"--snac {snac}: expected 'random' or a local SNAC 24 kHz directory with "
+            "config.json and pytorch_model.bin"
+        )
 
 
 def train_config(args: argparse.Namespace) -> TrainConfig:
