@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import sys
+import threading
+from collections.abc import Awaitable, Callable, Iterator
+from typing import TypeVar
 
 from livekit.agents import AgentSession, CloseEvent, ErrorEvent, llm, stt, tts
 from livekit.agents.voice.speech_handle import SpeechHandle
@@ -22,6 +26,7 @@ from .recording import ConversationRecording
 from .turn_audio import TurnAudioSink
 
 logger = logging.getLogger("orpheus-agent")
+T = TypeVar("T")
 
 
 class ModelFailed(RuntimeError):
@@ -103,30 +108,67 @@ async def run_console(config: AgentConfig, persona: Persona) -> None:
         mic.close()
 
 
-async def _converse(session, config, persona, recording, turns) -> None:
+Turns = Callable[[AgentSession, Persona, SpeechTracker, SessionWatch], Awaitable[None]]
+ENDING_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+async def _converse(
+    session: AgentSession,
+    config: AgentConfig,
+    persona: Persona,
+    recording: ConversationRecording,
+    turns: Turns,
+) -> None:
     """Start the session with its outputs already attached (so the greeting is recorded),
-    run `turns`, and always close the session and write the conversation."""
+    run `turns` until they end or Ctrl-C/SIGTERM, then close the session and write the
+    conversation, whatever ended it."""
     tracker = TurnLatencyTracker(budget_s=config.first_audio_budget)
     tracker.attach(session)
     watch = SessionWatch(session, config)
     speech = SpeechTracker(session)
     print(f"{persona.name} ({persona.voice}); recording to {recording.directory}/", flush=True)
+    ended_by_signal = _end_on_signals()
     try:
         await session.start(agent=PersonaAgent(persona))
         await turns(session, persona, speech, watch)
+    except asyncio.CancelledError:
+        if not ended_by_signal.is_set():
+            raise
+        asyncio.current_task().uncancel()  # the cleanup below still awaits
     finally:
+        loop = asyncio.get_running_loop()
+        for sig in ENDING_SIGNALS:
+            loop.remove_signal_handler(sig)
         await session.aclose()
         path = recording.close()
-        turns = len(recording.turns)
-        print(f"conversation: {path} ({turns} agent turn{'s' * (turns != 1)})", flush=True)
+        count = len(recording.turns)
+        print(f"conversation: {path} ({count} agent turn{'s' * (count != 1)})", flush=True)
     watch.check()
 
 
-async def _typed_turns(session, persona, speech, watch) -> None:
+def _end_on_signals() -> asyncio.Event:
+    """Ctrl-C and SIGTERM (docker stop) cancel the conversation's task; the returned event
+    tells that cancellation from others. Explicit handlers: a process started in the
+    background has SIGINT ignored, and SIGTERM would otherwise kill it unrecorded."""
+    ended, task = asyncio.Event(), asyncio.current_task()
+
+    def end() -> None:
+        ended.set()
+        task.cancel()
+
     loop = asyncio.get_running_loop()
+    for sig in ENDING_SIGNALS:
+        loop.add_signal_handler(sig, end)
+    return ended
+
+
+async def _typed_turns(
+    session: AgentSession, persona: Persona, speech: SpeechTracker, watch: SessionWatch
+) -> None:
+    lines = StdinLines()
     while True:
         await _played(speech, watch)
-        line = await loop.run_in_executor(None, _prompt)
+        line = await _first(lines.next(), watch)
         if line is None:
             return
         if not line.strip():
@@ -139,19 +181,11 @@ async def _typed_turns(session, persona, speech, watch) -> None:
                 print(f"{persona.name}: {ev.item.text_content}", flush=True)
 
 
-async def _until_interrupted(session, persona, speech, watch) -> None:
-    # explicit handlers: SIGINT may be ignored (started in the background) and SIGTERM
-    # (docker stop, kill) should end the conversation just as cleanly
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+async def _until_interrupted(
+    session: AgentSession, persona: Persona, speech: SpeechTracker, watch: SessionWatch
+) -> None:
     print("talk to the agent; Ctrl-C ends the conversation", flush=True)
-    try:
-        await _first(stop.wait(), watch)
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
+    await watch.closed.wait()
 
 
 async def _played(speech: SpeechTracker, watch: SessionWatch) -> None:
@@ -159,20 +193,63 @@ async def _played(speech: SpeechTracker, watch: SessionWatch) -> None:
     watch.check()
 
 
-async def _first(awaitable, watch: SessionWatch) -> None:
-    """Wait for `awaitable`, or for the session to close (a model failed) first."""
+async def _first(awaitable: Awaitable[T], watch: SessionWatch) -> T | None:
+    """`awaitable`'s result, or None when the session closes first (a model failed)."""
     task = asyncio.ensure_future(awaitable)
     closed = asyncio.ensure_future(watch.closed.wait())
-    await asyncio.wait({task, closed}, return_when=asyncio.FIRST_COMPLETED)
-    closed.cancel()
-    if not task.done():
-        task.cancel()
-    elif task.exception() is not None and watch.failure is None:
-        raise task.exception()
-
-
-def _prompt() -> str | None:
     try:
-        return input("you> " if sys.stdin.isatty() else "")  # piped input: no prompts
-    except EOFError:
+        await asyncio.wait({task, closed}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        closed.cancel()
+        if not task.done():
+            task.cancel()
+    if task.cancelled():
         return None
+    if task.exception() is not None and watch.failure is None:
+        raise task.exception()
+    return None if task.exception() is not None else task.result()
+
+
+class StdinLines:
+    """Lines typed on stdin, read by a daemon thread: a pending read never keeps the
+    process from exiting (the default executor would wait for it at shutdown). Piped
+    input is read from the file descriptor: a daemon thread blocked inside sys.stdin's
+    buffer at exit aborts the interpreter."""
+
+    def __init__(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._wanted = threading.Event()
+        self._lines: asyncio.Queue[str | None] = asyncio.Queue()
+        source = _typed_lines() if sys.stdin.isatty() else _piped_lines(sys.stdin.fileno())
+        threading.Thread(target=self._read, args=(source,), name="stdin", daemon=True).start()
+
+    async def next(self) -> str | None:
+        """The next line, None at end of input."""
+        self._wanted.set()
+        return await self._lines.get()
+
+    def _read(self, source: Iterator[str]) -> None:
+        line: str | None = ""
+        while line is not None:
+            self._wanted.wait()  # the prompt shows once the agent has spoken
+            self._wanted.clear()
+            line = next(source, None)
+            self._loop.call_soon_threadsafe(self._lines.put_nowait, line)
+
+
+def _typed_lines() -> Iterator[str]:
+    while True:
+        try:
+            yield input("you> ")  # a terminal: readline editing, outside sys.stdin's buffer
+        except EOFError:
+            return
+
+
+def _piped_lines(fd: int) -> Iterator[str]:
+    pending = b""
+    while chunk := os.read(fd, 65536):
+        pending += chunk
+        *lines, pending = pending.split(b"\n")
+        yield from (line.decode(errors="replace") for line in lines)
+    if pending:
+        yield pending.decode(errors="replace")
