@@ -220,6 +220,10 @@ async def test_a_malformed_language_is_invalid_argument(fleet: LanguageFleet) ->
     error = await refused(fleet.address("entry"), voice="유나", language="korean!")
     assert error.status_code == 400
     assert "SessionStart.language: 'korean!' is not a language tag" in error.message
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await list_models(fleet.address("entry"), "korean!")
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert caught.value.details().startswith("ListModelsRequest.language: 'korean!' is not")
 
 
 def test_http_models_lists_the_fleets_models_with_their_language(fleet: LanguageFleet) -> None:

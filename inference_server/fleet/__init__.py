@@ -1,5 +1,6 @@
 """Fleet routing: who is in the fleet, which node owns a session, and the one-hop proxy to it."""
 
+from .catalog import ModelCatalog, ServedModel
 from .membership import Membership, RedisMembership, StaticMembership, parse_peers
 from .nodes import NodeInfo
 from .proxy import HOP_HEADER, StreamProxy, hop_of
@@ -9,9 +10,11 @@ from .router import NoNodeAvailable, SessionRouter
 __all__ = [
     "HOP_HEADER",
     "Membership",
+    "ModelCatalog",
     "NoNodeAvailable",
     "NodeInfo",
     "RedisMembership",
+    "ServedModel",
     "SessionRouter",
     "StaticMembership",
     "StreamProxy",
