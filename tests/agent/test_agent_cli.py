@@ -12,6 +12,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 import wave
@@ -105,6 +106,30 @@ def read_wav(path: Path) -> np.ndarray:
     with wave.open(str(path)) as w:
         assert (w.getframerate(), w.getnchannels(), w.getsampwidth()) == (24000, 1, 2), path
         return np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16)
+
+
+def interrupt_after(proc: subprocess.Popen, marker: str, *, timeout: float) -> str:
+    """Read `proc`'s output until `marker`, send SIGINT, and return everything it wrote once
+    it exited with status 0. A process that never gets there is killed at `timeout`."""
+    watchdog = threading.Timer(timeout, proc.kill)
+    watchdog.start()
+    seen = []
+    try:
+        for line in proc.stdout:
+            seen.append(line)
+            if marker in line:
+                proc.send_signal(signal.SIGINT)
+                break
+        seen += proc.stdout.readlines()
+        status = proc.wait()
+    finally:
+        watchdog.cancel()
+        if proc.poll() is None:
+            proc.kill()
+    log = "".join(seen)
+    assert marker in log, f"never saw {marker!r} (killed after {timeout} s?):\n{log[-3000:]}"
+    assert status == 0, log[-3000:]
+    return log
 
 
 def latency_lines(text: str) -> list[dict]:
@@ -259,19 +284,8 @@ def test_dev_worker_runs_through_the_livekit_entry_without_deprecations(
         stderr=subprocess.STDOUT,
         text=True,
     )
-    seen = []
-    try:
-        for line in proc.stdout:  # until the worker has really tried the LiveKit server
-            seen.append(line)
-            if "failed to connect to livekit" in line:
-                break
-        proc.send_signal(signal.SIGINT)
-        seen += proc.stdout.readlines()
-        assert proc.wait(timeout=30) == 0, "".join(seen)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    log = "".join(seen)
+    # until the worker has really tried the LiveKit server; then Ctrl-C
+    log = interrupt_after(proc, "failed to connect to livekit", timeout=120)
     assert "starting worker" in log and "failed to connect to livekit" in log, log
     assert "deprecated" not in log.lower(), log
 
@@ -311,19 +325,8 @@ def test_console_mode_greets_through_the_speaker_and_records_the_microphone(
         stderr=subprocess.STDOUT,
         text=True,
     )
-    seen = []
-    try:
-        for line in proc.stdout:  # until the greeting has played through the speaker
-            seen.append(line)
-            if '"trigger":"say"' in line:
-                break
-        proc.send_signal(signal.SIGINT)  # Ctrl-C ends the conversation, cleanly
-        seen += proc.stdout.readlines()
-        assert proc.wait(timeout=60) == 0, "".join(seen)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    log = "".join(seen)
+    # until the greeting has played through the speaker; Ctrl-C ends the conversation
+    log = interrupt_after(proc, '"trigger":"say"', timeout=180)
     (recording,) = (tmp_path / "turns").iterdir()
     assert sorted(p.name for p in recording.glob("*.wav")) == ["conversation.wav", "turn-001.wav"]
     greeting = read_wav(recording / "turn-001.wav")
