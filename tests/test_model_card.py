@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 from support_server import free_port
 
+from inference_server.engine import model_loading
+from inference_server.orpheus import model_card
 from inference_server.orpheus.model_card import (
     CARD_FILE,
     ModelCard,
@@ -58,6 +60,18 @@ def test_tiny_random_and_a_checkpoint_without_a_card_speak_english_with_stock_vo
 ) -> None:
     assert load("tiny-random") == ModelCard("tiny-random", "en", BASE_VOICES)
     assert load(checkpoint(tmp_path)) == ModelCard("orpheus-ko-ft", "en", BASE_VOICES)
+
+
+def test_tiny_random_is_spelt_as_the_engine_spells_it() -> None:
+    assert model_card.TINY_RANDOM == model_loading.TINY_RANDOM
+
+
+def test_no_model_directory_reads_no_card_from_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / CARD_FILE).write_text('{"language": "ko", "voices": ["유나"]}')
+    monkeypatch.chdir(tmp_path)  # a router has no --model directory: "" is not "."
+    assert load_model_card("", "tiny-random") == ModelCard("tiny-random", "en", BASE_VOICES)
 
 
 def test_flags_alone_make_a_korean_tiny_random(tmp_path: Path) -> None:

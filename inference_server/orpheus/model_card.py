@@ -23,6 +23,7 @@ from ..voices.names import InvalidVoiceNameError, validate_voice_name
 from .tokens import BASE_VOICES
 
 CARD_FILE = "orpheus.json"
+TINY_RANDOM = "tiny-random"  # = engine.model_loading.TINY_RANDOM: no directory, no card
 DEFAULT_LANGUAGE = "en"
 _FIELDS = ("name", "language", "voices")
 _REQUIRED = ("language", "voices")
@@ -60,7 +61,8 @@ def load_model_card(
 ) -> ModelCard:
     """The card of `--model`: flags first, then `orpheus.json` beside the weights, then the
     defaults. `served_name` is the name without a card (`ServerConfig.served_model_name`)."""
-    card = read_card_file(Path(model) / CARD_FILE) if Path(model).is_dir() else {}
+    directory = Path(model) if model and model != TINY_RANDOM else None  # "": a router
+    card = read_card_file(directory / CARD_FILE) if directory and directory.is_dir() else {}
     try:
         lang = normalize_language(language) if language else card.get("language", "")
     except ValueError as exc:
