@@ -41,7 +41,7 @@ DEAD_OWNER_S = 0.05  # a crashed owner refuses the connection (its host is up)
 HEARTBEAT_S, REGISTRATION_TTL_S = 1.0, 3.0  # RedisMembership's defaults
 MEMBERSHIP_RTT_PER_BEAT = 3  # register pipeline, SMEMBERS, MGET per node per heartbeat
 SAMPLE_S = 10.0
-STEADY_RAMP_S = 10.0  # the already-playing utterances are placed over the first seconds
+STEADY_RAMP_S = 60.0  # the already-playing utterances are placed over the first minute
 REMAP_SAMPLE = 2000  # live sessions whose ring preference is compared per change
 
 CLIENT_RETRIES, CLIENT_RETRY_S = 3, 2.0  # LiveKit APIConnectOptions defaults
@@ -59,7 +59,7 @@ class SimConfig:
     seed: int = 0
     voices: int = 5000
     zipf_s: float = 1.1
-    max_loras: int = 16  # adapters in the batch's GPU slots
+    max_loras: int = 16  # adapters in the batch's GPU slots (vLLM max_loras)
     max_cpu_loras: int = 1000  # ~49 GB of host memory at 48.6 MB per rank-16 adapter
     first_chunk_frames: int = 1
     headroom: float = 0.1  # capacity keeps each stream this much faster than real time
@@ -78,6 +78,7 @@ class SimConfig:
 class Outcome:
     ttfa_s: list[float] = field(default_factory=list)
     ttfa_arrival: list[float] = field(default_factory=list)
+    ttfa_cold: list[bool] = field(default_factory=list)  # its adapter came from disk
     outcomes: list[tuple[float, int]] = field(default_factory=list)  # (arrival, VIABLE..)
     viable: int = 0
     underrun: int = 0
@@ -273,6 +274,7 @@ class FleetSim:
     def _start(self, node: Node, s: Stream, source: str) -> None:
         if self._counted(s):
             self.out.lora[source] += 1
+        s.lora_source = source
         load = {"gpu": 0.0, "cpu": LORA_FROM_CPU_S, "disk": LORA_FROM_DISK_S}[source]
         ready = max(s.start_at, self.clock.now) + load
         next_step = self.jitter[s.session] * node.step
@@ -295,6 +297,7 @@ class FleetSim:
             if self._counted(s) and s.failed_at == -INF:
                 self.out.ttfa_s.append(now - s.arrival + SNAC_FIRST_DECODE_S)
                 self.out.ttfa_arrival.append(s.arrival)
+                self.out.ttfa_cold.append(s.lora_source == "disk")
         for s in node.finished(now):
             node.lora.release(s.voice)
             self._finish(s, node.node_id)

@@ -40,6 +40,7 @@ class Stream:
     underrun: bool = False
     carried_lead: float = 0.0  # failover: audio the listener still had when the node died
     failed_at: float = -INF
+    lora_source: str = ""  # where its adapter came from: gpu / cpu / disk
     retries: int = 0  # whole-call retries by the client after every node refused
     frame_wait_s: float = 0.0  # how late each frame is when the batch is below real time
 
