@@ -23,6 +23,7 @@ BENCHMARKS = (
     ("bench.bench_admission", True),
     ("bench.bench_slow_reader", True),
     ("bench.bench_ring", False),
+    ("bench.fleet_sim", True),
 )
 
 
