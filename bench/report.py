@@ -155,7 +155,57 @@ def _rows() -> list[tuple[str, str, str]]:
                 f"{ring['distinct_voices_ratio_uhashring_over_ours']:.2f}x fewer",
             )
         )
+    rows += _fleet_sim_rows()
     return rows
+
+
+def _fleet_sim_rows() -> list[tuple[str, str, str]]:
+    """The fleet simulator (a model of GPU nodes running the real router): bench/fleet_sim.py."""
+    sim = _load("fleet_sim")
+    if not sim or not sim.get("fleets"):
+        return []
+    fleets = sim["fleets"]
+    sizes = "/".join(fleets)
+    first = next(iter(fleets.values()))
+
+    def each(fmt: str, key: str, source: str = "") -> str:
+        return " / ".join(fmt.format((f[source] if source else f)[key]) for f in fleets.values())
+
+    fails = [c for f in fleets.values() for c in f["membership_changes"] if c["kind"] == "fail"]
+    price = first["gpu_price_per_hour"]
+    return [
+        (
+            f"fleet sim (model, L40S, 80% load, {sizes} nodes, 1 h with joins, failures, "
+            "Redis outage): TTFA p50 / p99 away from changes",
+            each("{:.0f}", "ttfa_p50_ms", "steady") + " ms",
+            each("{:.0f}", "ttfa_p99_ms", "steady") + " ms",
+        ),
+        (
+            f"fleet sim: viability away from changes / whole hour ({sizes} nodes)",
+            each("{:.3f}", "viability", "steady"),
+            each("{:.3f}", "viability"),
+        ),
+        (
+            "fleet sim: LoRA GPU-cache hits; busiest / mean node load",
+            each("{:.2f}", "lora_gpu_hit_rate"),
+            each("{:.2f}", "load_max_over_mean"),
+        ),
+        (
+            "fleet sim: sessions moved per node failure (all were the failed node's); "
+            "Redis round trips per call (routing) / background per call",
+            " / ".join(str(c["sessions_moved"]) for c in fails),
+            each("{:.2f}", "redis_route_ops_per_session")
+            + " / "
+            + each("{:.1f}", "redis_background_ops_per_session"),
+        ),
+        (
+            f"fleet sim: real-time streams per L40S (model) and $/stream-hour at ${price:.2f}/h",
+            f"{first['streams_per_gpu_capacity']} streams (talk: "
+            f"~{sim.get('talk_streams_per_l40s', 10)})",
+            f"${first['cost_per_stream_hour_at_capacity']:.3f} at capacity, "
+            f"${first['cost_per_stream_hour_at_load']:.3f} at the simulated load",
+        ),
+    ]
 
 
 def render() -> str:
