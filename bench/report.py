@@ -175,8 +175,9 @@ def _fleet_sim_rows() -> list[tuple[str, str, str]]:
     price = first["gpu_price_per_hour"]
     return [
         (
-            f"fleet sim (model, L40S, 80% load, {sizes} nodes, 1 h with joins, failures, "
-            "Redis outage): TTFA p50 / p99 away from changes",
+            f"fleet sim (model, L40S, 80% load, {sizes} nodes, "
+            f"{first['config']['minutes']:.0f} simulated min with joins, failures, "
+            "a Redis outage): TTFA p50 / p99 away from changes",
             each("{:.0f}", "ttfa_p50_ms", "steady") + " ms",
             each("{:.0f}", "ttfa_p99_ms", "steady") + " ms",
         ),
@@ -191,7 +192,7 @@ def _fleet_sim_rows() -> list[tuple[str, str, str]]:
             each("{:.2f}", "load_max_over_mean"),
         ),
         (
-            "fleet sim: sessions moved per node failure (all were the failed node's); "
+            "fleet sim: sessions moved per node failure (only the failed node's); "
             "Redis round trips per call (routing) / background per call",
             " / ".join(str(c["sessions_moved"]) for c in fails),
             each("{:.2f}", "redis_route_ops_per_session")
