@@ -102,6 +102,7 @@ def test_finetune_end_to_end_installs_a_servable_adapter(uninterrupted: dict) ->
     assert "loss=" in stderr and "eval=" in stderr  # the progress bar's postfix
     assert f"voice 'nova' installed in {voices / 'nova'}" in stdout
     assert "servable by  torch engine (--max-lora-rank 64)" in stdout
+    assert "4 clips kept, 1 dropped" in stdout and "4 encoded, 0 cached" in stdout
 
     report = json.loads((work / "finetune_report.json").read_text())
     data = report["data"]

@@ -48,6 +48,9 @@ def summary_lines(report: Mapping[str, Any]) -> list[str]:
         f"  steps        {report['steps']} ({_epochs(report['epochs'])}; "
         f"{data['train_clips']} train + {data['eval_clips']} eval clips, "
         f"{data['speech_minutes']:.1f} min of speech; {report['device']} {report['dtype']})",
+        f"  data         {len(data['clips'])} clips kept, {len(data['dropped'])} dropped "
+        f"(each with its reason in the report); SNAC codes: {data['snac_encoded']} encoded, "
+        f"{data['snac_cached']} cached",
     ]
     if train:
         lines.append(f"  train loss   {train[0][1]:.3f} -> {train[-1][1]:.3f} (first -> last step)")
