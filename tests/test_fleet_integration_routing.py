@@ -11,6 +11,7 @@ import grpc
 import numpy as np
 import pytest
 import redis
+from support_calls import final_status
 from support_fleet import (
     HEARTBEAT_S,
     Fleet,
@@ -25,6 +26,7 @@ from support_fleet import (
 
 from inference_server.fleet.nodes import NodeInfo
 from inference_server.fleet.proxy import HOP_HEADER
+from inference_server.proto import tts_pb2 as pb
 
 VOICES = ("tara", "leah", "jess", "leo", "dan", "mia", "zac", "zoe")
 OK = 'orpheus_sessions_total{code="OK"}'
@@ -195,3 +197,29 @@ async def test_flushall_restores_the_owner_record_of_every_live_session(fleet: F
     finally:
         for call, _ in live.values():
             call.cancel()
+
+
+async def test_a_refused_request_through_a_non_owner_ends_the_call_and_frees_the_owner(
+    fleet: Fleet,
+) -> None:
+    """The entry node refuses a segment over --max-segment-chars while forwarding it: the
+    client gets the refusal at once (gRPC would swallow it inside the forwarded request
+    stream, leaving the call to hang to its deadline), and the owner's session ends."""
+    entry = fleet.nodes[1]
+    sid, voice, owner_id = await _foreign_session(fleet, 1)
+    owner = fleet.by_id(owner_id)
+    fleet.pin(sid, owner)
+    msgs = [
+        start_request(sid, voice),
+        pb.SynthesizeRequest(text=pb.TextChunk(text="word " * 3200)),  # 16,000 characters
+        pb.SynthesizeRequest(text=pb.TextChunk(text="more " * 801)),  # ... and 4,005 more
+    ]
+    started = time.monotonic()
+    end = await final_status(lambda: grpc.aio.insecure_channel(entry.address), msgs)
+    assert end.code == grpc.StatusCode.INVALID_ARGUMENT, end
+    assert "max_segment_chars=20000" in end.details
+    assert time.monotonic() - started < 10  # refused, not left to its deadline
+    deadline = time.monotonic() + 10
+    while owner.metric("orpheus_live_sessions") and time.monotonic() < deadline:  # noqa: ASYNC110 (polls another process)
+        await asyncio.sleep(0.05)
+    assert owner.metric("orpheus_live_sessions") == 0

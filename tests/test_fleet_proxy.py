@@ -20,6 +20,7 @@ from inference_server.fleet.proxy import (
 )
 from inference_server.proto import tts_pb2 as pb
 from inference_server.proto import tts_pb2_grpc
+from inference_server.service.client_writes import IDLE_S, read_in_flight
 from inference_server.service.errors import to_status
 
 
@@ -79,8 +80,9 @@ class ProxyFront(tts_pb2_grpc.TTSServicer):
                 yield response
         except grpc.aio.AioRpcError as err:
             await context.abort(err.code(), err.details() or "")
-        except OrpheusError as err:
-            status = to_status(err)
+        except OrpheusError as err:  # refused before forwarding: read what the client sent
+            status = to_status(err)  # first, as the node does (grpc/grpc#36066)
+            await read_in_flight(request_iterator, first_idle_s=IDLE_S)
             await context.abort(status.code, status.details)
         except asyncio.CancelledError:
             self.cancelled.set()

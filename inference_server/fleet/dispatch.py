@@ -230,6 +230,7 @@ class FleetDispatch:
             metadata=context.invocation_metadata(),
             timeout=context.time_remaining(),
         )
+        upstream = _until_client_fails(upstream, replay)
         try:
             try:
                 first = await asyncio.wait_for(anext(upstream), self._connect_timeout_s)
@@ -300,3 +301,26 @@ class FleetDispatch:
                 yield response
         finally:
             await self.router.release(start.session_id)
+
+
+async def _until_client_fails(upstream: Responses, replay: RequestReplay) -> Responses:
+    """The owner's responses until the client's own stream fails; then the client's error
+    (see RequestReplay.client_failure), and the forwarded call is cancelled."""
+    failure = asyncio.ensure_future(replay.client_failure())
+    try:
+        while True:
+            response = asyncio.ensure_future(anext(upstream))
+            await asyncio.wait({response, failure}, return_when=asyncio.FIRST_COMPLETED)
+            if not response.done():
+                response.cancel()
+                with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                    await response
+                raise failure.result()
+            try:
+                item = response.result()
+            except StopAsyncIteration:
+                return
+            yield item
+    finally:
+        failure.cancel()
+        await upstream.aclose()

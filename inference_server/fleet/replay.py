@@ -29,6 +29,7 @@ class RequestReplay:
         self._generation = 0
         self._committed = False
         self._pump: asyncio.Task[None] | None = None
+        self._failed = asyncio.Event()
 
     def stream(self) -> Requests:
         """A fresh view from the first request; older views stop yielding."""
@@ -36,6 +37,17 @@ class RequestReplay:
             self._pump = asyncio.create_task(self._read(), name="dispatch-request-pump")
         self._generation += 1
         return self._view(self._generation)
+
+    async def client_failure(self) -> BaseException:
+        """The error the client's stream failed with (a refused request, say), once it has.
+
+        gRPC swallows an error raised inside a request iterator: the forwarded call would
+        just wait for requests that never come. So the forwarder races the owner's
+        responses against this and ends the call with the client's error itself.
+        """
+        await self._failed.wait()
+        assert self._error is not None
+        return self._error
 
     def commit(self) -> None:
         """The current view's upstream answered: nothing will be replayed any more."""
@@ -54,6 +66,7 @@ class RequestReplay:
                 self._wake()
         except Exception as exc:  # the client's stream failed: every view ends with it
             self._error = exc
+            self._failed.set()
         finally:
             self._ended = True
             self._wake()
