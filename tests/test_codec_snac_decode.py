@@ -200,7 +200,8 @@ async def test_new_stream_window_does_not_wait_behind_bulk_batches(
 
 async def test_bulk_decode_yields_to_a_first_audio_race(decoder: SnacDecoder) -> None:
     window = DecodeWindow(random_frames(6, seed=4), 3 * SPF, 4 * SPF, 3)
-    async with SnacDecodeBatcher(decoder) as batcher:
+    # held for as long as the race lasts, however slow this machine is: then bounded
+    async with SnacDecodeBatcher(decoder, max_bulk_hold_s=3600.0) as batcher:
         with batcher.first_audio_race():
             pending = asyncio.create_task(batcher.decode(window, listening(5_000.0)))
             await asyncio.sleep(0.1)
@@ -210,6 +211,7 @@ async def test_bulk_decode_yields_to_a_first_audio_race(decoder: SnacDecoder) ->
             assert not pending.done()
         await pending  # released when the race ends
         assert batcher.batches == 2
+        batcher.max_bulk_hold_s = 0.25
         with batcher.first_audio_race():  # a race that never ends holds bulk only so long
             await asyncio.wait_for(batcher.decode(window, listening(5_000.0)), timeout=10)
         assert batcher.batches == 3

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import time
 
 import grpc
 import pytest
@@ -77,6 +78,10 @@ async def test_sessions_that_never_send_text_are_ended_and_free_their_slots(
     for code, details in ends:
         assert code == grpc.StatusCode.DEADLINE_EXCEEDED
         assert "--first-text-timeout" in details
+    # the status reaches the client just before the node's handler closes the session
+    deadline = time.monotonic() + 5
+    while node.metric("orpheus_live_sessions") and time.monotonic() < deadline:  # noqa: ASYNC110 (polls another process)
+        await asyncio.sleep(0.02)
     assert node.metric("orpheus_live_sessions") == 0
     end = await final_status(
         lambda: grpc.aio.insecure_channel(node.address),

@@ -69,6 +69,7 @@ class SnacDecodeBatcher:
         express_threads: int = 2,
         bulk_nice: int = 19,
         start_up_nice: int = 10,
+        max_bulk_hold_s: float = MAX_BULK_HOLD_S,
     ) -> None:
         """`workers` bulk calls may decode at once, each on `threads_per_worker` threads.
 
@@ -84,6 +85,7 @@ class SnacDecodeBatcher:
         self.decoder = decoder
         self.max_batch_windows = max_batch_windows
         self.max_batch_frames = max_batch_frames
+        self.max_bulk_hold_s = max_bulk_hold_s
         self.ms_per_frame = 0.0  # moving average of decode wall time per input frame
         self.batches = 0  # decode calls made
         self.windows = 0  # windows decoded
@@ -176,9 +178,9 @@ class SnacDecodeBatcher:
         """Hold `lane` while sessions race to first audio; True if a window turned urgent.
 
         The hold ends when no session races, when a queued window's stream gets close to
-        underrun (then only urgent windows decode), or after `MAX_BULK_HOLD_S`.
+        underrun (then only urgent windows decode), or after `max_bulk_hold_s`.
         """
-        deadline = time.perf_counter() + MAX_BULK_HOLD_S
+        deadline = time.perf_counter() + self.max_bulk_hold_s
         while self._racing:
             now = time.perf_counter()
             least = min((j.listener.buffer_ms() for j in lane.queue), default=float("inf"))
