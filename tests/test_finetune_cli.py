@@ -61,7 +61,16 @@ def finetune(*args: str, env: dict[str, str] | None = None) -> subprocess.Comple
         else [sys.executable, "-m", "inference_server.finetune.cli"]
     )
     env = {**os.environ, "OMP_NUM_THREADS": str(THREADS), **(env or {})}
-    return subprocess.run([*cmd, *args], capture_output=True, text=True, timeout=240, env=env)
+    return subprocess.run(
+        [*cmd, *args],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env=env,
+        # A job started in the background by a non-interactive shell inherits SIGINT
+        # ignored, and Python keeps it so: give the child the default Ctrl-C behaviour.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
 
 
 def finetune_here(*args: str) -> int:
