@@ -79,27 +79,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.model == TINY_RANDOM or args.snac == "random":
         print(NOISE_WARNING.format(what="this fine-tune"), file=sys.stderr)
     rows, stats = encode(args, plan, clips)
-    dropped += stats.dropped
     train_rows, eval_rows = split_eval(rows, args.eval_fraction, args.seed)
-    base = load_causal_lm(
-        args.model, dtype=TORCH_DTYPES[plan.config.dtype], device=plan.config.device, seed=args.seed
-    )
-    from .train import train_lora  # PEFT and the Trainer: only for a real run
-
-    trained_at, train_cpu = time.monotonic(), time.process_time()
-    checkpoints = plan.output / "checkpoints"
-    try:
-        result = train_lora(base, train_rows, eval_rows, plan.config, checkpoints, args.resume)
-    except KeyboardInterrupt:
-        raise Interrupted(_interrupted(checkpoints)) from None
-    train_seconds = time.monotonic() - trained_at
-    train_cpu = time.process_time() - train_cpu
-    result.model.peft_config["default"].base_model_name_or_path = args.model
-    adapter_bytes = install_adapter(result.model, plan.target, fits)
+    result, timings = train(args, plan, train_rows, eval_rows)
     report = {
         "voice": plan.name,
         "adapter_dir": str(plan.target),
-        "adapter_bytes": adapter_bytes,
+        "adapter_bytes": install_adapter(result.model, plan.target, fits),
         "servable_by": sorted(fits),
         "max_lora_rank": args.max_lora_rank,
         "rank": args.rank,
@@ -109,13 +94,37 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "steps": result.steps,
         "epochs": args.epochs,
         "resumed_from": str(result.resumed_from) if result.resumed_from else None,
-        "data": data_report(clips, dropped, train_rows, eval_rows)
+        "data": data_report(clips, dropped + stats.dropped, train_rows, eval_rows)
         | {"snac_encoded": stats.encoded, "snac_cached": stats.cached},
         "loss": loss_points(result.log_history),
-        "train_seconds": round(train_seconds, 2),
-        "train_cpu_seconds": round(train_cpu, 2),  # steadier than wall time on a busy host
+        **timings,
     }
     return finish(report, plan.output, started)
+
+
+def train(
+    args: argparse.Namespace,
+    plan: Plan,
+    train_rows: Sequence[TrainingRow],
+    eval_rows: Sequence[TrainingRow],
+) -> tuple[Any, dict[str, float]]:
+    """Load the base model and train; Ctrl-C becomes `Interrupted` naming the checkpoint."""
+    from .train import train_lora  # PEFT and the Trainer: only for a real run
+
+    base = load_causal_lm(
+        args.model, dtype=TORCH_DTYPES[plan.config.dtype], device=plan.config.device, seed=args.seed
+    )
+    wall, cpu = time.monotonic(), time.process_time()
+    checkpoints = plan.output / "checkpoints"
+    try:
+        result = train_lora(base, train_rows, eval_rows, plan.config, checkpoints, args.resume)
+    except KeyboardInterrupt:
+        raise Interrupted(_interrupted(checkpoints)) from None
+    result.model.peft_config["default"].base_model_name_or_path = args.model
+    return result, {
+        "train_seconds": round(time.monotonic() - wall, 2),
+        "train_cpu_seconds": round(time.process_time() - cpu, 2),  # steadier on a busy host
+    }
 
 
 def make_plan(args: argparse.Namespace) -> Plan:
@@ -277,7 +286,7 @@ def data_report(
         "dropped": [{"id": d.clip_id, "reason": d.reason} for d in dropped],
         "train_clips": len(train_rows),
         "eval_clips": len(eval_rows),
-        "speech_minutes": round(sum(len(c.samples) for c in kept) / SAMPLE_RATE / 60, 3),
+        "speech_minutes": round(speech_minutes(kept), 3),
         "lead_trimmed_ms_total": round(sum(c.lead_ms for c in kept), 1),
         "tail_trimmed_ms_total": round(sum(c.tail_ms for c in kept), 1),
     }
@@ -304,24 +313,18 @@ def dry_run(
 ) -> dict[str, Any]:
     """The plan from the data and settings alone: no model weights, no SNAC, no training."""
     tokenizer = load_tokenizer(args.model)
-    fits = [c for c in clips if estimate_tokens(tokenizer, plan.name, c) <= args.max_row_tokens]
-    dropped += [
-        Dropped(
-            c.clip.clip_id,
-            f"about {estimate_tokens(tokenizer, plan.name, c)} tokens > "
-            f"--max-row-tokens {args.max_row_tokens}",
-        )
-        for c in clips
-        if c not in fits
-    ]
+    fits = []
+    for clip in clips:
+        tokens = estimate_tokens(tokenizer, plan.name, clip)
+        if tokens <= args.max_row_tokens:
+            fits.append(clip)
+        else:
+            reason = f"about {tokens} tokens > --max-row-tokens {args.max_row_tokens}"
+            dropped.append(Dropped(clip.clip.clip_id, reason))
     if not fits:
         raise DatasetError(f"no clip fits --max-row-tokens {args.max_row_tokens}")
-    n_eval = len(
-        split_eval(
-            [TrainingRow(c.clip.clip_id, [], 0) for c in fits], args.eval_fraction, args.seed
-        )[1]
-    )
-    minutes = sum(len(c.samples) for c in fits) / SAMPLE_RATE / 60
+    rows = [TrainingRow(c.clip.clip_id, [], 0) for c in fits]
+    n_eval = len(split_eval(rows, args.eval_fraction, args.seed)[1])
     report = {
         "voice": plan.name,
         "dry_run": True,
@@ -335,16 +338,22 @@ def dry_run(
         "train_clips": len(fits) - n_eval,
         "eval_clips": n_eval,
         "dropped": [{"id": d.clip_id, "reason": d.reason} for d in dropped],
-        "speech_minutes": round(minutes, 3),
+        "speech_minutes": round(speech_minutes(fits), 3),
         "steps": plan.config.total_steps(len(fits) - n_eval),
         "resume_from": str(latest_checkpoint(plan.output / "checkpoints") or "") or None,
     }
     print(json.dumps(report, indent=2, ensure_ascii=False))
+    return report
+
+
+def speech_minutes(clips: Sequence[TrimmedClip]) -> float:
+    """Minutes of trimmed speech; warns below the recipe's minimum."""
+    minutes = sum(len(c.samples) for c in clips) / SAMPLE_RATE / 60
     if minutes < RECIPE_MINUTES:
         log.warning(
             "%.1f min of speech: the recipe wants %.0f+ (30+ is better)", minutes, RECIPE_MINUTES
         )
-    return report
+    return minutes
 
 
 def _interrupted(checkpoints: Path) -> str:
