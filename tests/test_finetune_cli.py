@@ -25,7 +25,8 @@ from inference_server.engine.lora_cache import LoraAdapterCache
 from inference_server.engine.model_loading import load_causal_lm
 from inference_server.finetune.cli import main
 from inference_server.finetune.train import SIGINT_AFTER_STEP_ENV
-from inference_server.voices import VOICE_NAME_RULE, VoiceRegistry
+from inference_server.voices.names import VOICE_NAME_RULE
+from inference_server.voices.registry import VoiceRegistry
 
 SENTENCES = ("Hi there.", "Yes, please.", "Go now.", "See you.")
 LEAD_MS = 500

@@ -30,7 +30,7 @@ from inference_server.engine.vllm_args import (
 from inference_server.engine.vllm_engine import DeltaTokens, VllmEngine, build_vllm_engine
 from inference_server.engine.vllm_lora import LoraIds, lora_int_id, write_zero_adapter
 from inference_server.orpheus import tokens as T
-from inference_server.voices import VoiceRegistry
+from inference_server.voices.registry import VoiceRegistry
 
 STOP = T.END_OF_SPEECH
 A = T.AUDIO_TOKEN_BASE

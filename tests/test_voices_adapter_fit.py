@@ -18,7 +18,8 @@ from inference_server.engine.lora_cache import AdapterLoadError, LoraAdapterCach
 from inference_server.engine.model_loading import load_causal_lm
 from inference_server.errors import Unusable
 from inference_server.orpheus.tokens import BASE_VOICES
-from inference_server.voices import BrokenAdapterError, VoiceRegistry
+from inference_server.voices.adapters import BrokenAdapterError
+from inference_server.voices.registry import VoiceRegistry
 
 
 @pytest.fixture(scope="module")

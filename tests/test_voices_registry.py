@@ -14,12 +14,9 @@ import torch
 from safetensors.torch import save_file
 
 from inference_server.orpheus.tokens import BASE_VOICES
-from inference_server.voices import (
-    BrokenAdapterError,
-    InvalidVoiceNameError,
-    UnknownVoiceError,
-    VoiceRegistry,
-)
+from inference_server.voices.adapters import BrokenAdapterError
+from inference_server.voices.names import InvalidVoiceNameError
+from inference_server.voices.registry import UnknownVoiceError, VoiceRegistry
 
 LORA_KEY = "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight"
 

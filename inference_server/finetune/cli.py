@@ -7,12 +7,12 @@ usage errors answer at once; torch, PEFT and transformers load in `pipeline.run`
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import logging
 import os
 import sys
 from pathlib import Path
-from types import ModuleType
+
+from ..voices.names import VOICE_NAME_RULE
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130  # the shell's code for a run ended by SIGINT
@@ -60,9 +60,7 @@ def _voice_flags(g: argparse._ArgumentGroup) -> None:
     g.add_argument(
         "--data", type=Path, required=True, help="folder of recordings and transcripts (above)"
     )
-    g.add_argument(
-        "--name", required=True, help="the voice's name: " + _voice_names().VOICE_NAME_RULE
-    )
+    g.add_argument("--name", required=True, help="the voice's name: " + VOICE_NAME_RULE)
     g.add_argument(
         "--voices-dir",
         type=Path,
@@ -280,26 +278,6 @@ def _server_default(field: str) -> object:
     from ..config import ServerConfig
 
     return ServerConfig.model_fields[field].default
-
-
-def _voice_names() -> ModuleType:
-    """`voices/names.py` without the `voices` package, whose __init__ imports torch: the
-    one voice-name rule, loaded as the very module the package will use later."""
-    name = "inference_server.voices.names"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(
-        name, Path(__file__).resolve().parents[1] / "voices" / "names.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    try:
-        spec.loader.exec_module(module)
-    except BaseException:
-        del sys.modules[name]
-        raise
-    return module
 
 
 def main(argv: list[str] | None = None) -> int:

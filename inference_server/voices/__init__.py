@@ -1,16 +1,6 @@
-"""Voices: the base Orpheus voices and LoRA clones found in the voices directory."""
+"""Voices: the base Orpheus voices and LoRA clones found in the voices directory.
 
-from .adapters import BrokenAdapterError, check_adapter_dir
-from .names import VOICE_NAME_RULE, InvalidVoiceNameError, validate_voice_name
-from .registry import UnknownVoiceError, VoiceRegistry, VoiceSpec
-
-__all__ = [
-    "VOICE_NAME_RULE",
-    "BrokenAdapterError",
-    "InvalidVoiceNameError",
-    "UnknownVoiceError",
-    "VoiceRegistry",
-    "VoiceSpec",
-    "check_adapter_dir",
-    "validate_voice_name",
-]
+names.py (the one voice-name rule), adapters.py (a LoRA directory's checks) and
+registry.py (what a node serves). Import the module you need: this package imports
+nothing, so torch-free callers (orpheus-finetune --help) can read the name rule.
+"""
