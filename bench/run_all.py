@@ -24,6 +24,8 @@ BENCHMARKS = (
     ("bench.bench_slow_reader", True),
     ("bench.bench_ring", False),
     ("bench.fleet_sim", True),
+    ("bench.bench_finetune", False),
+    ("bench.bench_speech_length", False),
 )
 
 
