@@ -21,6 +21,7 @@ BENCHMARKS = (
     ("bench.bench_http", True),
     ("bench.bench_lora_mix", True),
     ("bench.bench_admission", True),
+    ("bench.bench_capacity", True),
     ("bench.bench_slow_reader", True),
     ("bench.bench_ring", False),
     ("bench.fleet_sim", True),

@@ -1,0 +1,133 @@
+"""A node's capacity, and what each fraction of it offered does to its streams, one run.
+
+1. Capacity: `--saturate` sessions at once, each speaking long texts with pacing off
+   (`--max-audio-ahead 0`), so every stream is backlogged: the node's audio seconds per
+   wall second is its capacity C.
+2. The sweep: a node as deployed (pacing and admission on), offered round(f * C)
+   concurrent sessions for each fraction f (each session is one real-time listener,
+   back-to-back utterances): streaming viability (bench/load.py's definition), TTFA
+   p50/p99, and how many sessions were refused and how fast (RESOURCE_EXHAUSTED).
+
+tiny-random + random SNAC on this machine: read the ratios (TTFA at f over TTFA of 1
+session; viability) rather than absolute times. Writes bench/results/capacity.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+
+from bench.load import ADMIT_ALL, TEXT, Utterance, percentile, run_load, speak
+from bench.results_io import write_json
+from inference_server.local_server import ServerProcess
+from inference_server.proto import tts_pb2_grpc as pb_grpc
+
+STORY = " ".join([TEXT] * 4)  # ~20 s of speech: every stream stays backlogged
+
+
+@dataclass
+class Offered:
+    fraction: float
+    sessions: int
+    utterances: list[Utterance] = field(default_factory=list)
+    refusals_ms: list[float] = field(default_factory=list)
+    wall_s: float = 0.0
+
+    def summary(self, ttfa_one_ms: float | None) -> dict:
+        ttfa = sorted(u.ttfa_ms for u in self.utterances)
+        refused = sorted(self.refusals_ms)
+        p50 = percentile(ttfa, 50)
+        return {
+            "fraction_of_capacity": self.fraction,
+            "sessions": self.sessions,
+            "utterances": len(self.utterances),
+            "streaming_viability": (
+                sum(u.viable for u in self.utterances) / len(self.utterances)
+                if self.utterances
+                else float("nan")
+            ),
+            "ttfa_p50_ms": p50,
+            "ttfa_p99_ms": percentile(ttfa, 99),
+            "ttfa_p50_over_one_session": p50 / ttfa_one_ms if ttfa_one_ms else float("nan"),
+            "refused": len(refused),
+            "refusal_p99_ms": percentile(refused, 99),
+            "audio_s_per_wall_s": sum(u.audio_s for u in self.utterances) / self.wall_s,
+        }
+
+
+def measure_capacity(saturate: int, max_tokens: int, logs: Path) -> float:
+    node = ServerProcess(logs / "saturated.log", extra_args=(*ADMIT_ALL, "--max-audio-ahead", "0"))
+    node.start()
+    try:
+        load = asyncio.run(
+            run_load(node.address, saturate, utterances=1, text=STORY, max_tokens=max_tokens)
+        )
+    finally:
+        node.stop()
+    return load.summary()["audio_s_per_wall_s"]
+
+
+async def offer(address: str, fraction: float, sessions: int, utterances: int) -> Offered:
+    """`sessions` listeners at once, each saying `utterances` in turn; refused ones retry."""
+    result = Offered(fraction, sessions)
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = pb_grpc.TTSStub(channel)
+
+        async def listener(i: int) -> None:
+            await asyncio.sleep(i / sessions)  # arrivals spread over one second
+            for k in range(utterances):
+                sent = time.perf_counter()
+                try:
+                    result.utterances.append(
+                        await speak(stub, f"cap-{fraction}-{i}-{k}", TEXT, 560)
+                    )
+                except grpc.aio.AioRpcError as err:
+                    if err.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
+                        raise
+                    result.refusals_ms.append(1000 * (time.perf_counter() - sent))
+
+        started = time.perf_counter()
+        await asyncio.gather(*(listener(i) for i in range(sessions)))
+        result.wall_s = time.perf_counter() - started
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--fractions", default="0.25,0.5,0.7,1.0,2.0")
+    parser.add_argument("--saturate", type=int, default=16, help="backlogged sessions")
+    parser.add_argument("--utterances", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="fractions 0.5,2.0; 1 utterance")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.fractions, args.utterances, args.saturate = "0.5,2.0", 1, 8
+    logs = Path(tempfile.mkdtemp(prefix="bench-capacity-"))
+    capacity = measure_capacity(args.saturate, 1400, logs)
+    print(f"capacity: {capacity:.2f} audio s per wall s", flush=True)
+    node = ServerProcess(logs / "node.log").start()  # as deployed: pacing, admission
+    try:
+        one = asyncio.run(offer(node.address, 0.0, 1, args.utterances))
+        ttfa_one = percentile(sorted(u.ttfa_ms for u in one.utterances), 50)
+        rows = [one.summary(ttfa_one)]
+        for fraction in (float(x) for x in args.fractions.split(",")):
+            sessions = max(1, round(fraction * capacity))
+            rows.append(
+                asyncio.run(offer(node.address, fraction, sessions, args.utterances)).summary(
+                    ttfa_one
+                )
+            )
+            print(rows[-1], flush=True)
+    finally:
+        node.stop()
+    write_json("capacity", {"capacity_audio_s_per_wall_s": capacity, "offered": rows})
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
