@@ -22,6 +22,7 @@ from .engine.model_loading import NOISE_WARNING, TINY_RANDOM, load_causal_lm, lo
 from .fleet import NodeInfo, RedisMembership, SessionRouter, StaticMembership, StreamProxy
 from .fleet.dispatch import FleetDispatch
 from .fleet.membership import Membership
+from .fleet.peer_cards import PeerCards
 from .metrics import NodeMetrics
 from .node_state import NodeState
 from .orpheus.model_card import ModelCard, load_model_card
@@ -84,12 +85,17 @@ class Fleet:
     router: SessionRouter
     proxy: StreamProxy
     dispatch: FleetDispatch
+    peer_cards: PeerCards | None = None  # static peers: what each serves, asked of it
 
     async def start(self) -> None:
         await self.membership.start()
         await self.router.start()
+        if self.peer_cards is not None:
+            await self.peer_cards.start()
 
     async def close(self) -> None:
+        if self.peer_cards is not None:
+            await self.peer_cards.close()
         await self.router.close()
         await self.membership.stop()
         await self.proxy.close()
@@ -146,7 +152,10 @@ def build_fleet(
     dispatch = FleetDispatch(
         membership, router, proxy, state, metrics, serves_locally=sessions is not None
     )
-    return Fleet(membership, router, proxy, dispatch)
+    cards = None
+    if isinstance(membership, StaticMembership):
+        cards = PeerCards(membership, proxy.channel, cluster_secret=cfg.cluster_secret)
+    return Fleet(membership, router, proxy, dispatch, cards)
 
 
 class InferenceNode:

@@ -61,10 +61,10 @@ def test_what_nobody_serves_is_not_found_naming_what_is(
     assert str(caught.value) == message + "served: en (tiny-random), ko (tiny-ko)"
 
 
-def test_static_peers_that_advertise_no_model_may_serve_any_named_model() -> None:
+def test_static_peers_not_asked_yet_may_serve_any_named_model() -> None:
     catalog = ModelCatalog.of_nodes([node("n0", "tiny-random", "en", EN), node("peer")])
     assert catalog.resolve("other", "") == "other"  # the owner checks it serves it
-    with pytest.raises(NotFound, match="1 static peer node\\(s\\) advertise no model"):
+    with pytest.raises(NotFound, match="1 static peer node\\(s\\) not asked yet"):
         catalog.resolve("", "ko")
 
 

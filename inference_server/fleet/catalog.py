@@ -30,8 +30,8 @@ class ModelCatalog:
     def __init__(
         self, models: Iterable[ServedModel], *, open_nodes: int = 0, scope: str = "this node"
     ) -> None:
-        """`open_nodes`: nodes that advertise no model (static `--peers` entries), which may
-        serve any; `scope` names who serves, for messages ("this node", "the fleet")."""
+        """`open_nodes`: nodes of unknown model (static peers not asked yet, see
+        fleet/peer_cards.py), which may serve any; `scope` names who serves, for messages."""
         self._models = {m.name: m for m in sorted(models, key=lambda m: m.name)}
         self._open_nodes = open_nodes
         self._scope = scope
@@ -88,5 +88,5 @@ class ModelCatalog:
         served = ", ".join(f"{m.language or '?'} ({m.name})" for m in by_language)
         text = f"served: {served or 'nothing'}"
         if self._open_nodes:
-            text += f"; {self._open_nodes} static peer node(s) advertise no model"
+            text += f"; {self._open_nodes} static peer node(s) not asked yet"
         return text

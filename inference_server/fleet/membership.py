@@ -113,6 +113,17 @@ class StaticMembership:
     def on_change(self, callback: ChangeCallback) -> None:
         self._watchers.add(callback)
 
+    def unlearned(self) -> list[NodeInfo]:
+        """Peers whose model is not known yet (fleet/peer_cards.py asks them)."""
+        return [p for p in self._peers if not p.models]
+
+    def learn(self, node_id: str, **record: Any) -> None:
+        """What peer `node_id` says it serves (its model, language, base voices)."""
+        before = [_routing_view(p) for p in self._peers]
+        self._peers = [p.replace(**record) if p.node_id == node_id else p for p in self._peers]
+        if [_routing_view(p) for p in self._peers] != before:
+            self._watchers.notify(self.nodes())
+
     async def start(self) -> None:
         return None
 
