@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from .orpheus.model_card import check_voices, normalize_language
 from .session.options import DEFAULT_SESSION_OPTIONS as _SESSION  # the flags' defaults
 
 ENV_PREFIX = "ORPHEUS_"
@@ -224,6 +225,16 @@ class ServerConfig(BaseSettings):
         if isinstance(value, str):
             return tuple(x.strip() for x in value.split(",") if x.strip())
         return value
+
+    @field_validator("language")
+    @classmethod
+    def _check_language(cls, value: str) -> str:
+        return normalize_language(value) if value else value
+
+    @field_validator("base_voices")
+    @classmethod
+    def _check_base_voices(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return check_voices(value) if value else value
 
     @field_validator("device", mode="before")
     @classmethod

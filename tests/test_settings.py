@@ -46,6 +46,8 @@ def good_value(name: str) -> tuple[str, object]:
         return "cuda:1", "cuda:1"
     if name == "base_voices":
         return "유나, 준서", ("유나", "준서")
+    if name == "language":
+        return "ko-KR", "ko-kr"
     return "some-value", "some-value"
 
 
@@ -62,7 +64,7 @@ def bad_value(name: str) -> str | None:
                 if getattr(bound, attr, None) is not None:
                     return str(getattr(bound, attr) + step)
         return "abc"
-    return "gpu" if name == "device" else None
+    return {"device": "gpu", "language": "english!", "base_voices": "tara,Leo"}.get(name)
 
 
 @pytest.fixture(autouse=True)

@@ -67,7 +67,10 @@ def load_model_card(
         lang = normalize_language(language) if language else card.get("language", "")
     except ValueError as exc:
         raise ModelCardError(f"--language: {exc}") from None
-    voices = _voices(base_voices, "--base-voices") if base_voices else card.get("voices", ())
+    try:
+        voices = check_voices(base_voices) if base_voices else card.get("voices", ())
+    except ValueError as exc:
+        raise ModelCardError(f"--base-voices: {exc}") from None
     return ModelCard(
         name=model_name or card.get("name") or served_name,
         language=lang or DEFAULT_LANGUAGE,
@@ -99,7 +102,10 @@ def _field(path: Path, name: str, value: Any) -> Any:
     if name == "voices":
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise ModelCardError(f"{where} must be a list of voice names")
-        return _voices(value, where)
+        try:
+            return check_voices(value)
+        except ValueError as exc:
+            raise ModelCardError(f"{where}: {exc}") from None
     if not isinstance(value, str) or not value.strip():
         raise ModelCardError(f"{where} must be a non-empty string")
     if name == "language":
@@ -112,17 +118,18 @@ def _field(path: Path, name: str, value: Any) -> Any:
     return value
 
 
-def _voices(names: Sequence[str], where: str) -> tuple[str, ...]:
-    """The names NFC-normalised, each valid and listed once; at least one."""
+def check_voices(names: Sequence[str]) -> tuple[str, ...]:
+    """A model's base voices: the names NFC-normalised, each valid (voices/names.py) and
+    listed once, at least one; else ValueError saying which."""
     voices: list[str] = []
     for name in names:
         try:
             voice = validate_voice_name(name)
         except InvalidVoiceNameError as exc:
-            raise ModelCardError(f"{where}: {exc}") from None
+            raise ValueError(str(exc)) from None
         if voice in voices:
-            raise ModelCardError(f"{where}: voice {voice!r} is listed twice")
+            raise ValueError(f"voice {voice!r} is listed twice")
         voices.append(voice)
     if not voices:
-        raise ModelCardError(f"{where}: lists no voice")
+        raise ValueError("lists no voice")
     return tuple(voices)
