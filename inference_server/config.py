@@ -195,8 +195,9 @@ class ServerConfig(BaseSettings):
     )
     overrun_factor: float = setting(
         _SESSION.overrun_factor,
-        "a chunk whose audio runs this many times past the length its text should take "
-        "is cut and counted (0 = never cut on length; loops are still cut)",
+        "a chunk is stopped, and counted, once its audio runs this many times the length "
+        "its text should take plus a second (0 = only max_tokens stops it; loops are cut "
+        "either way)",
         "audio",
         ge=0,
     )
