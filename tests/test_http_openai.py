@@ -151,6 +151,7 @@ async def test_sse_stream_carries_the_audio_and_the_servers_figures(
     assert figures["ttfa_ms"] > 0 and figures["node_ttfa_ms"] > 0
     assert figures["head_silence_trimmed_ms"] >= 0 and figures["sample_rate"] == RATE
     assert figures["tags_removed"] == 0
+    assert figures["chunks_overrun"] == 0  # stopped by its own max_tokens, not counted here
 
 
 async def test_wrong_key_is_401_in_openais_shape(fleet: Fleet) -> None:

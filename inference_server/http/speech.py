@@ -12,9 +12,10 @@ stream_format "audio": the bytes of `response_format`. stream_format "sse" (Open
 where "orpheus" holds this server's figures: node_id, session_id, voice, model,
 ttfa_ms (request received at this front door -> first audio byte sent), node_ttfa_ms
 (the node's SegmentMetrics.ttfa_ms), audio_seconds, head_silence_trimmed_ms,
-tokens_generated, tags_removed, sample_rate. A failure after the stream began is an "error" event
-({"type": "error", "error": {...}}) in sse, and a connection closed before the final
-chunk in audio (the client sees a truncated body, never a short "complete" one).
+tokens_generated, tags_removed, chunks_overrun, sample_rate. A failure after the stream
+began is an "error" event ({"type": "error", "error": {...}}) in sse, and a connection
+closed before the final chunk in audio (the client sees a truncated body, never a short
+"complete" one).
 """
 
 from __future__ import annotations
@@ -92,6 +93,7 @@ class SpeechFigures:
     head_silence_trimmed_ms: float = 0.0
     tokens_generated: int = 0
     tags_removed: int = 0
+    chunks_overrun: int = 0
     segments: list[str] = field(default_factory=list)
 
     def audio_sent(self) -> None:
@@ -109,6 +111,7 @@ class SpeechFigures:
             self.head_silence_trimmed_ms += m.head_silence_trimmed_ms
             self.tokens_generated += m.tokens_generated
             self.tags_removed += m.tags_removed
+            self.chunks_overrun += m.chunks_overrun
             self.segments.append(response.segment_done.segment_id)
 
     def done_event(self) -> dict:
@@ -131,6 +134,7 @@ class SpeechFigures:
                 "head_silence_trimmed_ms": round(self.head_silence_trimmed_ms, 1),
                 "tokens_generated": self.tokens_generated,
                 "tags_removed": self.tags_removed,  # unknown <tags>, not spoken
+                "chunks_overrun": self.chunks_overrun,  # stopped: looping or far too long
                 "sample_rate": SAMPLE_RATE,
             },
         }

@@ -251,6 +251,9 @@ def _segment_done(done: pb.SegmentDone, at: int) -> dict:
             "generation_rtf": round(m.generation_rtf, 3),
             "text_chunks": m.text_chunks,
             "tags_removed": m.tags_removed,
+            "chunks_overrun": m.chunks_overrun,
+            "chunks_budget_capped": m.chunks_budget_capped,
+            "gap_silence_trimmed_ms": round(m.gap_silence_trimmed_ms, 1),
         },
     }
 

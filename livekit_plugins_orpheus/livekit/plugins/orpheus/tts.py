@@ -55,6 +55,9 @@ class OrpheusSegmentMetadata(Metadata):
     invalid_tokens_dropped: int = 0
     text_chunks: int = 0
     tags_removed: int = 0  # unknown or malformed <tags> the server did not speak
+    chunks_overrun: int = 0  # text chunks stopped: looping, or far past their text's length
+    chunks_budget_capped: int = 0  # text chunks stopped by this TTS's max_tokens
+    gap_silence_trimmed_ms: float = 0.0  # later chunks' head silence cut to the node's gap
 
 
 @dataclass
@@ -290,6 +293,9 @@ class TTS(tts.TTS):
             invalid_tokens_dropped=m.invalid_tokens_dropped,
             text_chunks=m.text_chunks,
             tags_removed=m.tags_removed,
+            chunks_overrun=m.chunks_overrun,
+            chunks_budget_capped=m.chunks_budget_capped,
+            gap_silence_trimmed_ms=m.gap_silence_trimmed_ms,
         )
         self._segment_metadata[(session.session_id, segment_key)] = metadata
         while len(self._segment_metadata) > _MAX_PENDING_METADATA:  # metrics never emitted
