@@ -412,8 +412,8 @@ class FleetSim:
         live = self.live_sessions()
         ring_a, ring_b = self.seam.ring(before), self.seam.ring(self._alive_ids())
         sample = live[:REMAP_SAMPLE]
-        moves = ring_remap(ring_a, ring_b, sample, self.shares, len(ring_a))
-        resized = ring_remap(ring_a, ring_b, sample, self.shares, None)
+        moves = ring_remap(ring_a, ring_b, sample, self.shares, len(ring_a), node_id)
+        resized = ring_remap(ring_a, ring_b, sample, self.shares, None, node_id)
         self.out.changes.append(
             {
                 "t": self.clock.now,
@@ -423,9 +423,11 @@ class FleetSim:
                 "sessions_moved": moved,
                 "ring_sample": min(len(live), REMAP_SAMPLE),
                 "ring_preference_changed": len(moves),
-                "ring_changed_without_node": sum(node_id not in m for m in moves),
+                "ring_changed_without_node": sum(node_id not in m[:2] for m in moves),
+                "ring_changed_outside_its_home_sets": sum(not m[2] for m in moves),
                 "with_replica_counts_resized": len(resized),
-                "resized_without_node": sum(node_id not in m for m in resized),
+                "resized_without_node": sum(node_id not in m[:2] for m in resized),
+                "resized_outside_its_home_sets": sum(not m[2] for m in resized),
             }
         )
 
@@ -445,10 +447,14 @@ def ring_remap(
     sessions: list[tuple[int, int, str]],
     shares: np.ndarray,
     sized_for: int | None,
-) -> list[tuple[str, str]]:
-    """(was, now) preferred node of each session whose preference the change moved. Home
-    sets are sized for `sized_for` nodes on both rings (the ring's own property), or each
-    for its own ring (None: popularity replication re-sizes them as the fleet changes)."""
+    node_id: str,
+) -> list[tuple[str, str, bool]]:
+    """(was, now, whether `node_id` was in its home set before or after) for each session
+    whose preferred node the change moved. Home sets are sized for `sized_for` nodes on
+    both rings (the ring's own property), or each for its own ring (None: popularity
+    replication re-sizes them as the fleet changes). A node leaving a home set lets the
+    next node on the walk in, which may win the session's HRW: the preference can move
+    between two other nodes, but only for voices whose home set held `node_id`."""
     moves = []
     for session, voice, _ in sessions:
         share = float(shares[voice])
@@ -457,7 +463,9 @@ def ring_remap(
         a = preferred_owner(ring_a, session, voice, r_a)
         b = preferred_owner(ring_b, session, voice, r_b)
         if a != b:
-            moves.append((a, b))
+            home = ring_a.home_set(MODEL, f"voice-{voice:05d}", r_a)
+            home += ring_b.home_set(MODEL, f"voice-{voice:05d}", r_b)
+            moves.append((a, b, node_id in home))
     return moves
 
 
