@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -28,6 +29,8 @@ def _ttfa_cdf(result: dict[str, Any], path: Path) -> Path:
             ax.plot(values, ys, label=f"{n} nodes (p99 {fleet['ttfa_p99_ms']:.0f} ms)")
     ax.axvline(300, color="grey", linestyle="--", label="300 ms target")
     ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xlabel("TTFA (ms): routing + LoRA + queueing + prefill + first window")
     ax.set_ylabel("share of calls")
     ax.set_title("Fleet simulator: TTFA at 80% of modelled capacity (L40S)")
