@@ -171,7 +171,10 @@ def _fleet_sim_rows() -> list[tuple[str, str, str]]:
     def each(fmt: str, key: str, source: str = "") -> str:
         return " / ".join(fmt.format((f[source] if source else f)[key]) for f in fleets.values())
 
-    fails = [c for f in fleets.values() for c in f["membership_changes"] if c["kind"] == "fail"]
+    moved = " / ".join(
+        "+".join(str(c["sessions_moved"]) for c in f["membership_changes"] if c["kind"] == "fail")
+        for f in fleets.values()
+    )
     price = first["gpu_price_per_hour"]
     return [
         (
@@ -194,7 +197,7 @@ def _fleet_sim_rows() -> list[tuple[str, str, str]]:
         (
             "fleet sim: sessions moved per node failure (only the failed node's); "
             "Redis round trips per call (routing) / background per call",
-            " / ".join(str(c["sessions_moved"]) for c in fails),
+            moved,
             each("{:.2f}", "redis_route_ops_per_session")
             + " / "
             + each("{:.1f}", "redis_background_ops_per_session"),
@@ -206,6 +209,22 @@ def _fleet_sim_rows() -> list[tuple[str, str, str]]:
             f"${first['cost_per_stream_hour_at_capacity']:.3f} at capacity, "
             f"${first['cost_per_stream_hour_at_load']:.3f} at the simulated load",
         ),
+        *_fleet_sim_h100(sim),
+    ]
+
+
+def _fleet_sim_h100(sim: dict[str, Any]) -> list[tuple[str, str, str]]:
+    h100 = sim.get("h100")
+    if not h100:
+        return []
+    return [
+        (
+            f"fleet sim: H100 (model, {h100['config']['nodes']} nodes, 80%): streams per GPU, "
+            f"$/stream-hour at ${h100['gpu_price_per_hour']:.2f}/h; TTFA p99; viability",
+            f"{h100['streams_per_gpu_capacity']} streams, "
+            f"${h100['cost_per_stream_hour_at_capacity']:.3f}",
+            f"{h100['ttfa_p99_ms']:.0f} ms; {h100['viability']:.3f}",
+        )
     ]
 
 
