@@ -20,7 +20,7 @@ test: $(STAMP) $(VLLM_STAMP) system-deps
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(PY) proto/generate.py --check
-	$(PY) -m pytest -q --durations=25
+	$(PY) -m pytest -q -n 2 --dist loadfile --durations=25
 	$(VLLM_VENV)/bin/python -m pytest -q tests/engine_conformance
 
 test-slow: $(STAMP) system-deps
