@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from pathlib import Path
 
@@ -35,11 +34,6 @@ Ctrl-C stops a run; the next run with --resume continues from the last checkpoin
 ends with the same adapter as an uninterrupted run. SNAC codes are cached in the output
 directory, so runs after the first skip encoding.
 """
-
-
-def default_output_dir(name: str) -> Path:
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return cache / "orpheus-serving" / "finetune" / name
 
 
 def build_parser() -> argparse.ArgumentParser:

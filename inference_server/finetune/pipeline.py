@@ -22,10 +22,9 @@ from ..engine.model_loading import NOISE_WARNING, TINY_RANDOM, load_causal_lm
 from ..engine.model_loading import load_tokenizer as _load_tokenizer
 from ..orpheus.tokens import SAMPLE_RATE
 from ..voices.names import InvalidVoiceNameError, validate_voice_name
-from .cli import default_output_dir
 from .dataset import DataOptions, DatasetError, Dropped, TrimmedClip, find_clips, load_trimmed
 from .encode import CodeCache, TrainingRow, codec_id, encode_rows, estimate_tokens
-from .recipe import TrainConfig, latest_checkpoint, lora_settings
+from .recipe import TrainConfig, default_output_dir, latest_checkpoint, lora_settings
 from .servable import engine_fits, planned_problem, saved_problem
 from .summary import loss_points, plot_loss, summary_lines
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,12 @@ from typing import Any
 # All attention and MLP projections (the talk's recipe: rank 16, alpha 32 on all of them).
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 CHECKPOINT_PREFIX = "checkpoint-"  # the Trainer's checkpoint directory names
+
+
+def default_output_dir(name: str) -> Path:
+    """Where a run keeps its checkpoints, code cache and report unless --output-dir says."""
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "orpheus-serving" / "finetune" / name
 
 
 @dataclass(frozen=True, slots=True)
