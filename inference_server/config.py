@@ -15,8 +15,8 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from .orpheus.model_card import check_voices, normalize_language
 from .session.options import DEFAULT_SESSION_OPTIONS as _SESSION  # the flags' defaults
+from .voices.model_card import check_voices, normalize_language
 
 ENV_PREFIX = "ORPHEUS_"
 # Admission refuses while half the playing streams have starved this long (service/admission.py).

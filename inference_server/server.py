@@ -25,7 +25,6 @@ from .fleet.membership import Membership
 from .fleet.peer_cards import PeerCards
 from .metrics import NodeMetrics
 from .node_state import NodeState
-from .orpheus.model_card import ModelCard, load_model_card
 from .orpheus.tags import tags_for_model
 from .orpheus.tokens import FRAME_TOKENS
 from .probes import Probes, ProbeServer
@@ -35,6 +34,7 @@ from .service.reflection import enable_reflection
 from .service.tts_service import NodeIdentity, TTSService
 from .session.factory import SessionFactory
 from .session.options import SessionOptions
+from .voices.model_card import ModelCard, load_model_card
 from .voices.registry import VoiceRegistry
 
 log = logging.getLogger(__name__)

@@ -12,15 +12,15 @@ import pytest
 from support_server import free_port
 
 from inference_server.engine import model_loading
-from inference_server.orpheus import model_card
-from inference_server.orpheus.model_card import (
+from inference_server.orpheus.tokens import BASE_VOICES
+from inference_server.voices import model_card
+from inference_server.voices.model_card import (
     CARD_FILE,
     ModelCard,
     ModelCardError,
     load_model_card,
     normalize_language,
 )
-from inference_server.orpheus.tokens import BASE_VOICES
 
 
 def checkpoint(tmp_path: Path, card: object | None = None, raw: str | None = None) -> Path:

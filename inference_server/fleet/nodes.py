@@ -24,7 +24,7 @@ class NodeInfo:
     voices: tuple[str, ...] = ()  # voices (LoRA adapters) resident in memory
     role: Role = "inference"
     language: str = ""  # of its model ("" = not advertised: static peers, older nodes)
-    base_voices: tuple[str, ...] = ()  # its model's own voices (orpheus/model_card.py)
+    base_voices: tuple[str, ...] = ()  # its model's own voices (voices/model_card.py)
 
     def __post_init__(self) -> None:
         if not self.node_id:

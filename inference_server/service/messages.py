@@ -11,10 +11,10 @@ from ..engine.base import SamplingConfig
 from ..errors import ClientError
 from ..fleet.catalog import ServedModel
 from ..orpheus import tokens as T
-from ..orpheus.model_card import normalize_language
 from ..proto import tts_pb2 as pb
 from ..session.events import AudioOut, ProgressOut, SegmentOut, SessionEvent
 from ..session.resume import ResumePoint
+from ..voices.model_card import normalize_language
 
 _SESSION_ID = re.compile(r"[A-Za-z0-9._:@/-]{1,128}")
 

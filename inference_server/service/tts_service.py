@@ -20,13 +20,13 @@ from ..fleet.dispatch import FleetDispatch
 from ..log_context import bind_session
 from ..metrics import NodeMetrics
 from ..node_state import NodeState
-from ..orpheus.model_card import DEFAULT_LANGUAGE
 from ..orpheus.tokens import BASE_VOICES
 from ..proto import tts_pb2 as pb
 from ..proto import tts_pb2_grpc as pb_grpc
 from ..session.events import SegmentOut, SessionEvent
 from ..session.factory import SessionFactory
 from ..session.synthesis import SynthesisSession
+from ..voices.model_card import DEFAULT_LANGUAGE
 from ..voices.names import validate_voice_name
 from .admission import AdmissionPolicy
 from .client_writes import IDLE_S, read_in_flight
@@ -54,7 +54,7 @@ class NodeIdentity:
     model_name: str
     capacity: int  # concurrent sessions this node admits
     starving_ms: float = DEFAULT_STARVING_MS  # admission: see service/admission.py
-    language: str = DEFAULT_LANGUAGE  # of the model (orpheus/model_card.py)
+    language: str = DEFAULT_LANGUAGE  # of the model (voices/model_card.py)
     base_voices: tuple[str, ...] = BASE_VOICES  # the first is the default voice
 
     def catalog(self) -> ModelCatalog:
@@ -272,7 +272,7 @@ def _with_session_id(start: pb.SessionStart) -> pb.SessionStart:
     """The session id, the voice and the model (or language) are the fleet's routing keys:
     the id checked, or assigned if the client sent none; the voice checked and NFC-normalised
     (voices/names.py) before any ring lookup, so every spelling of a voice routes, and is
-    served, as one; the language checked and normalised (orpheus/model_card.py)."""
+    served, as one; the language checked and normalised (voices/model_card.py)."""
     if start.session_id:
         check_session_id(start.session_id)
     voice = validate_voice_name(start.voice) if start.voice else ""

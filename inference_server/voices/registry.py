@@ -65,7 +65,7 @@ class VoiceRegistry:
         base_voices: Sequence[str] = BASE_VOICES,
     ) -> None:
         """`fit`: the model's layers and rank limit that adapters must match (None: any);
-        `base_voices`: the model's own voices (its card, orpheus/model_card.py)."""
+        `base_voices`: the model's own voices (its card, voices/model_card.py)."""
         self.model_name = model_name
         self._fit = fit
         self.poll_interval = poll_interval

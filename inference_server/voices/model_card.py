@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..voices.names import InvalidVoiceNameError, validate_voice_name
-from .tokens import BASE_VOICES
+from ..orpheus.tokens import BASE_VOICES
+from .names import InvalidVoiceNameError, validate_voice_name
 
 CARD_FILE = "orpheus.json"
 TINY_RANDOM = "tiny-random"  # = engine.model_loading.TINY_RANDOM: no directory, no card
