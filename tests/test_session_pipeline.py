@@ -123,7 +123,7 @@ async def test_next_chunk_starts_generating_before_this_chunk_is_fully_spoken(
     await run_session(
         model_parts,
         ["The first sentence is here. The second one follows it. "],
-        options=SessionOptions(max_chunk_chars=20),
+        options=SessionOptions(max_chunk_chars=20, max_audio_ahead_s=0),  # no real-time waits
         snac_decoder=SnacDecoder,
         on_event=note_progress,
     )
