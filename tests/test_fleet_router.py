@@ -187,3 +187,17 @@ async def test_bad_requests_are_named() -> None:
         await SessionRouter("r", models).route("y", "tara", "s")
     with pytest.raises(ValueError, match="load_factor"):
         SessionRouter("n0", models, load_factor=1.0)
+
+
+async def test_avoiding_a_failed_node_places_as_a_ring_without_it_and_keeps_the_ring() -> None:
+    """A retry that avoids a node picks what a ring built without that node would, on the
+    ring already built (at 1,000 nodes a rebuild cost 0.8 s of CPU per retry)."""
+    members = make_membership()
+    router = SessionRouter("n0", members)
+    ring = router.ring("m")  # built over all six nodes
+    without = SessionRouter("n0", make_membership([p for p in PEERS if not p.startswith("n2=")]))
+    for i in range(40):
+        moved = await router.route("m", "tara", f"retry-{i}", avoid={"n2"})
+        assert moved.node_id != "n2"
+        assert moved.node_id == (await without.route("m", "tara", f"retry-{i}")).node_id
+    assert router.ring("m") is ring

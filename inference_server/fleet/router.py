@@ -114,17 +114,14 @@ class SessionRouter:
         """The owner of this session (may be this node). `avoid`: nodes known to have failed."""
         if not session_id:
             raise ValueError("session_id must not be empty: it is the routing key")
-        nodes = {
-            n.node_id: n
-            for n in self._membership.nodes()
-            if n.serves(model) and n.node_id not in avoid
-        }
+        serving = {n.node_id: n for n in self._membership.nodes() if n.serves(model)}
+        nodes = {i: n for i, n in serving.items() if i not in avoid}
         if not nodes:
             raise NoNodeAvailable(f"no live node serves model {model or '(default)'!r}")
         found = await self._lookup(model, voice, session_id)
         if found.owner in nodes:
             return nodes[found.owner]
-        chosen = self._place(model, voice, session_id, nodes, found)
+        chosen = self._place(model, voice, session_id, serving, found, avoid)
         owner = await self._claim(session_id, chosen, previous=found.owner)
         if owner != chosen and owner in nodes:
             return nodes[owner]
@@ -198,18 +195,27 @@ class SessionRouter:
     # -- placement --------------------------------------------------------------------------
 
     def _place(
-        self, model: str, voice: str, session_id: str, nodes: dict[str, NodeInfo], found: _Lookup
+        self,
+        model: str,
+        voice: str,
+        session_id: str,
+        nodes: dict[str, NodeInfo],
+        found: _Lookup,
+        avoid: Collection[str] = (),
     ) -> str:
+        """`nodes`: all serving the model. Avoided ones are skipped on the ring of them all,
+        which walks the others in the same order as a ring without them, so a retry
+        neither rebuilds the ring nor forgets what was placed since the last heartbeat."""
         ring = self._ring_for(nodes)
-        r = self._replica_count(voice, found, len(ring))
-        exclude = {i for i, n in nodes.items() if n.draining or n.full}
+        r = self._replica_count(voice, found, len(ring) - len(set(avoid) & set(nodes)))
+        exclude = {i for i, n in nodes.items() if n.draining or n.full} | set(avoid)
         chosen = ring.place(
             model, voice, session_id, r, self._loads(nodes), self._load_factor, exclude
         )
         if chosen is None:
             raise NoNodeAvailable(
-                f"all {len(nodes)} nodes serving model {model or '(default)'!r} are draining "
-                "or at capacity"
+                f"all {len(set(nodes) - set(avoid))} nodes serving model "
+                f"{model or '(default)'!r} that did not fail are draining or at capacity"
             )
         return chosen
 
