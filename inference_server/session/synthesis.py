@@ -194,7 +194,8 @@ class SynthesisSession:
                 else:
                     chunk = self._start_chunk(segment.segment_id, span, context)
                 ready_at = ready_at or time.perf_counter()
-                trimmer = self._trimmer(first_chunk=head and not metrics.text_chunks)
+                first_chunk = head and not metrics.text_chunks
+                trimmer = self._trimmer(chunk, first_chunk)
                 metrics.text_chunks += 1
 
                 def look_ahead(span: TextSpan = span, chunk: _ChunkRun = chunk) -> None:
@@ -218,7 +219,7 @@ class SynthesisSession:
                 metrics.generation_s += chunk.generation_s
                 metrics.tags_removed += chunk.tags_removed
                 metrics.count_end(chunk.end)
-                metrics.add_trimmed(trimmer, first_chunk=metrics.text_chunks == 1 and head)
+                metrics.add_trimmed(trimmer, first_chunk=first_chunk)
                 context = self._context(chunk)
                 yield ProgressOut(segment.segment_id, span.end)
         finally:
@@ -227,9 +228,10 @@ class SynthesisSession:
         if segment is not self._silent_tail:
             yield SegmentOut(segment.segment_id, metrics)
 
-    def _trimmer(self, *, first_chunk: bool) -> HeadSilenceTrimmer | None:
-        """A segment's head silence is cut; a later chunk's down to a natural pause."""
-        if not self._options.trim_head_silence:
+    def _trimmer(self, chunk: _ChunkRun, first_chunk: bool) -> HeadSilenceTrimmer | None:
+        """A segment's head silence is cut; a later chunk's down to a natural pause. A chunk
+        resumed after heard frames continues their audio: it has no head of its own."""
+        if not self._options.trim_head_silence or len(chunk.heard):
             return None
         if first_chunk:
             return HeadSilenceTrimmer(threshold_dbfs=self._options.silence_threshold_dbfs)
