@@ -134,6 +134,18 @@ def _rows() -> list[tuple[str, str, str]]:
                 f"{adm['viability_ratio_2x_over_1x']:.2f}x",
             )
         )
+    if cap := _load("capacity"):
+        offered = [r for r in cap["offered"] if r["fraction_of_capacity"] > 0]
+        fractions = "/".join(f"{r['fraction_of_capacity']:g}" for r in offered)
+        rows.append(
+            (
+                f"offered load at {fractions} of capacity "
+                f"({cap['capacity_audio_s_per_wall_s']:.2f} audio s / wall s): viability",
+                " / ".join(f"{r['streaming_viability']:.2f}" for r in offered),
+                "TTFA p50 vs 1 session "
+                + " / ".join(f"{r['ttfa_p50_over_one_session']:.2f}x" for r in offered),
+            )
+        )
     if slow := _load("slow_reader"):
         by = {(r["mode"], r["client"]): r for r in slow["rows"]}
         new, old = by[("new", "never_reads")], by[("old", "never_reads")]
