@@ -249,7 +249,7 @@ class SynthesisSession:
         span: TextSpan,
         ledger: FrameLedger,
     ) -> AudioOut:
-        """Account for audio about to go out: segment metrics and the playback clock."""
+        """Account for audio about to go out: segment metrics and the listener."""
         if not metrics.audio_ms:
             metrics.ttfa_ms = 1000.0 * (time.perf_counter() - ready_at)
         audio_ms = 1000.0 * len(samples) / T.SAMPLE_RATE
