@@ -53,8 +53,8 @@ class Stream:
         return self.lead > -INF
 
     def starving_ms(self) -> float:
-        """What `Listener.starving_ms` (audio/listener.py) would read: the wait for the next frame when
-        the buffer is empty (0 while audio is buffered)."""
+        """What `Listener.starving_ms` (audio/listener.py) would read: the wait for the next
+        frame when the buffer is empty (0 while audio is buffered)."""
         return 0.0 if self.lead > 0 else 1000.0 * self.frame_wait_s
 
 
