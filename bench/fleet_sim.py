@@ -20,7 +20,6 @@ import numpy as np
 
 from bench.fleet_sim_core import VIABLE, FleetSim, SimConfig, percentile
 from bench.fleet_sim_gpu import real_time_step_s
-from bench.fleet_sim_routing import sim_time
 from bench.results_io import RESULTS, write_json
 
 GPU_PRICE_PER_HOUR = {"L40S": 0.80, "H100-SXM": 2.50}  # assumed on-demand $/GPU-hour
@@ -33,10 +32,9 @@ def simulate(cfg: SimConfig) -> dict[str, Any]:
     """Run one fleet; its summary (and the series the plots need)."""
     started = time.perf_counter()
     sim = FleetSim(cfg)
-    with sim_time(sim.clock):
-        sim.run()
-        summary = summarise(sim)
-        sim.close()
+    sim.run()
+    summary = summarise(sim)
+    sim.close()
     summary["runtime_s"] = round(time.perf_counter() - started, 1)
     return summary
 

@@ -15,25 +15,20 @@ The router, ring, popularity replication and Redis gate are the real classes. Ar
   one `VoiceRing(subset)` gives (tests/test_fleet_sim.py checks it), without rebuilding
   160 points per node and re-walking every voice (30 ms each at 1,000 nodes) each time a
   client `avoid`s a node or the membership changes. Placement on it is `VoiceRing`'s own.
-The router reads `time.monotonic()` for its local records and local popularity; it has no
-clock seam, so `sim_time()` points those two modules' `time` at the simulated clock while
-the simulation runs.
+Each router reads the simulated clock for its local records and local popularity
+(`SessionRouter(clock=...)`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import types
 from collections import Counter
-from collections.abc import Callable, Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable
 from functools import lru_cache
 from typing import Any
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from inference_server.fleet import popularity as popularity_module
-from inference_server.fleet import router as router_module
 from inference_server.fleet.nodes import NodeInfo
 from inference_server.fleet.popularity import _COUNT_SCRIPT, TOTAL_FIELD
 from inference_server.fleet.ring import DEFAULT_VNODES, VoiceRing
@@ -59,18 +54,6 @@ class SimLoop(asyncio.SelectorEventLoop):
 
     def time(self) -> float:
         return self._sim_clock.now
-
-
-@contextlib.contextmanager
-def sim_time(clock: SimClock) -> Iterator[None]:
-    """Point the router's and popularity's `time.monotonic` at the simulated clock."""
-    shim = types.SimpleNamespace(monotonic=clock, time=clock)
-    saved = router_module.time, popularity_module.time
-    router_module.time = popularity_module.time = shim  # type: ignore[assignment]
-    try:
-        yield
-    finally:
-        router_module.time, popularity_module.time = saved
 
 
 class _Script:
@@ -262,6 +245,7 @@ class RoutingSeam:
                 self.membership,
                 redis=self.redis,  # type: ignore[arg-type]
                 rings=self.rings,
+                clock=clock,
             )
             for node_id in universe
         }

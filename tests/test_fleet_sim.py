@@ -8,7 +8,7 @@ import pytest
 
 from bench.fleet_sim import simulate
 from bench.fleet_sim_core import HEARTBEAT_S, REGISTRATION_TTL_S, FleetSim, SimConfig, node_name
-from bench.fleet_sim_routing import SubsetRing, sim_time
+from bench.fleet_sim_routing import SubsetRing
 from inference_server.fleet.ring import VoiceRing
 
 SMALL = SimConfig(nodes=10, minutes=3.0, warmup_s=30.0, seed=7)
@@ -38,18 +38,17 @@ def _owners(sim: FleetSim) -> dict[str, str]:
 
 def test_a_node_failure_moves_only_the_sessions_it_owned() -> None:
     sim = FleetSim(dataclasses.replace(SMALL, events=False, minutes=2.0))
-    with sim_time(sim.clock):
-        sim.run()
-        before = _owners(sim)
-        where = {f"s{s}": node for s, _, node in sim.live_sessions()}
-        assert before == where  # the router's records agree with where streams run
-        sim._fail(None)
-        failed = next(i for i, n in sim.nodes.items() if not n.alive)
-        for _ in range(int(REGISTRATION_TTL_S / HEARTBEAT_S) + 1):  # its registration expires
-            sim.clock.now += HEARTBEAT_S
-            sim._beat(None)
-        after = _owners(sim)
-        sim.close()
+    sim.run()
+    before = _owners(sim)
+    where = {f"s{s}": node for s, _, node in sim.live_sessions()}
+    assert before == where  # the router's records agree with where streams run
+    sim._fail(None)
+    failed = next(i for i, n in sim.nodes.items() if not n.alive)
+    for _ in range(int(REGISTRATION_TTL_S / HEARTBEAT_S) + 1):  # its registration expires
+        sim.clock.now += HEARTBEAT_S
+        sim._beat(None)
+    after = _owners(sim)
+    sim.close()
     orphans = {s for s, node in before.items() if node == failed}
     assert orphans, "the failed node served nothing: the test would prove nothing"
     moved = {s for s in before if s in after and after[s] != before[s]}

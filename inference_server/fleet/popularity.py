@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Callable
 
 from redis import asyncio as aioredis
 
@@ -35,13 +36,14 @@ return {get(cur, ARGV[1]) + get(prev, ARGV[1]), get(cur, '\\0total') + get(prev,
 class LocalPopularity:
     """Per-process counts (static membership, or while Redis is unreachable)."""
 
-    def __init__(self, window_s: float = 60.0) -> None:
+    def __init__(self, window_s: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
         self._window_s = window_s
+        self._clock = clock
         self._buckets: dict[int, Counter[tuple[str, str]]] = {}
 
     def record(self, model: str, voice: str) -> tuple[int, int]:
         """Count one session start; return (voice starts, model starts) in the window."""
-        bucket = int(time.monotonic() // self._window_s)
+        bucket = int(self._clock() // self._window_s)
         for old in [b for b in self._buckets if b < bucket - 1]:
             del self._buckets[old]
         current = self._buckets.setdefault(bucket, Counter())

@@ -15,7 +15,7 @@ import contextlib
 import logging
 import time
 from collections import Counter
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 
 from redis import asyncio as aioredis
@@ -76,7 +76,9 @@ class SessionRouter:
         popularity_window_s: int = 60,
         popularity_min_total: int = 20,
         prefix: str = "orpheus",
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """`clock`: where its local records and popularity read time (a simulation's own)."""
         if load_factor <= 1.0:
             raise ValueError(f"load_factor must be > 1, got {load_factor}")
         self.self_id = self_id
@@ -91,7 +93,8 @@ class SessionRouter:
         self._keepalive_s = keepalive_s
         self._prefix = prefix
         self._min_total = popularity_min_total
-        self._local_popularity = LocalPopularity(popularity_window_s)
+        self._clock = clock
+        self._local_popularity = LocalPopularity(popularity_window_s, clock)
         self._popularity = RedisPopularity(redis, prefix, popularity_window_s) if redis else None
         self._claim_script = redis.register_script(_CLAIM_SCRIPT) if redis else None
         self._local_sticky: dict[str, tuple[str, float]] = {}
@@ -247,7 +250,7 @@ class SessionRouter:
         return f"{self._prefix}:session:{session_id}"
 
     def _expiry(self) -> float:
-        return time.monotonic() + self._ttl_ms / 1000
+        return self._clock() + self._ttl_ms / 1000
 
     async def _lookup(self, model: str, voice: str, session_id: str) -> _Lookup:
         """Owner record and voice popularity: one Redis round trip, else the local view."""
@@ -265,7 +268,7 @@ class SessionRouter:
 
     def _local_owner(self, session_id: str) -> str | None:
         owner, expiry = self._local_sticky.get(session_id, (None, 0.0))
-        return owner if expiry > time.monotonic() else None
+        return owner if expiry > self._clock() else None
 
     async def _claim(self, session_id: str, node_id: str, previous: str | None) -> str:
         """Record node_id as owner unless another router got there first; return the owner."""
@@ -287,7 +290,7 @@ class SessionRouter:
     def _prune_local(self) -> None:
         if len(self._local_sticky) < 4096:
             return
-        now = time.monotonic()
+        now = self._clock()
         self._local_sticky = {
             s: v for s, v in self._local_sticky.items() if v[1] > now or s in self._held
         }
