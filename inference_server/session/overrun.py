@@ -59,6 +59,8 @@ class LoopDetector:
 
     def push(self, frames: list[np.ndarray]) -> bool:
         """Add frames (7 codes each); True once the chunk is looping."""
+        if not frames:  # most token batches complete no frame: nothing new to judge
+            return False
         self._coarse.extend(int(f[0]) for f in frames)
         span = self.window + self.max_period
         if len(self._coarse) < span:
