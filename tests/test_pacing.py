@@ -86,7 +86,10 @@ async def speak(parts: tuple, max_ahead_s: float) -> tuple[SynthesisSession, lis
     model, tokenizer, snac = parts
     log: list = []
     hand = HandClock(log)
-    engine = TorchEngine(model)
+    # Time moves only when the session sleeps on the hand clock, while the engine's own
+    # pacing waits on real time: this checks the session's side of the rule (the one every
+    # engine gets) with an engine that does not hold; tests/test_engine_pacing.py the other.
+    engine = TorchEngine(model, paced=False)
     await engine.start()
     decoder = SnacDecodeBatcher(SnacDecoder(snac))
     session = SynthesisSession(
@@ -152,3 +155,15 @@ async def test_pacing_changes_when_audio_is_made_not_what_is_made(model_parts: t
 
     assert samples(paced) == samples(free)
     assert not [s for kind, s in free if kind == "sleep"]
+
+
+def test_audio_made_but_not_sent_counts_as_ahead_and_nothing_is_ahead_before_first_audio() -> None:
+    hand = HandClock()
+    listener = Listener(hand.clock)
+    pacer = Pacer(listener, max_ahead_s=2.0)
+    assert pacer.wait_s(unsent_ms=9000.0) == 0.0  # before the first audio: never a hold
+    listener.sent(1500.0)
+    assert pacer.wait_s() == 0.0
+    assert pacer.wait_s(unsent_ms=1000.0) == pytest.approx(0.5)  # 1.5 s + 1 s made
+    hand.t += 0.5
+    assert pacer.wait_s(unsent_ms=1000.0) == 0.0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import abc
 import math
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 
 from ..errors import Unusable
@@ -54,6 +54,9 @@ class GenerationRequest:
     max_new_tokens: int  # this chunk's budget (session/overrun.py: `chunk_budget`)
     adapter: str | None = None  # LoRA voice name; None = base model
     session_id: str = ""
+    # Given the tokens generated so far, how long generation may wait before its listener
+    # needs more (session/pacing.py); 0 = now. Engines that can hold a row read it.
+    hold_s: Callable[[int], float] | None = None
 
 
 def check_prompt(request: GenerationRequest, vocab_size: int) -> None:
@@ -74,6 +77,7 @@ class EngineStats:
     batch_size_sum: int = 0
     live_requests: int = 0
     queued_requests: int = 0
+    held_requests: int = 0  # waiting while their listeners have enough audio ahead
     adapters: dict[str, int] = field(default_factory=dict)  # e.g. lora cache hits/misses
 
 

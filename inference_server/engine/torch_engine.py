@@ -10,6 +10,12 @@ skip up to `max_steady_skips` consecutive steps (by default one whole race,
 graduate into the steady batch. Measured on tiny-random with 7 steady streams, a
 fresh request's first 35 tokens took 1.05x their time alone with whole races and
 1.25x when steady streams cut in every 9th step.
+
+Paced: the steady batch steps only while one of its rows' listeners needs more audio
+(`GenerationRequest.hold_s`, session/pacing.py); otherwise the step thread sleeps until
+the first one will, so the cores go to decoding the audio listeners need now rather than
+audio they need in seconds. The batch steps as a whole: a step costs about the same for
+one row as for all of them, so rows that could wait ride along.
 """
 
 from __future__ import annotations
@@ -34,6 +40,8 @@ from .lora_cache import LoraAdapterCache
 from .sampling import RowSampler, legal_starts, sample_audio_tokens, sample_legal_tokens
 
 log = logging.getLogger(__name__)
+
+MAX_PACED_SLEEP_S = 0.05  # a paced step thread looks again at least this often
 
 
 class _Lane:
@@ -82,6 +90,11 @@ class _Live:
     generated: int = 0
     done: bool = False
 
+    def hold_s(self) -> float:
+        """How long this row may wait before its listener needs more (0 = step it)."""
+        hold = self.request.hold_s
+        return 0.0 if hold is None or self.done else hold(self.generated)
+
 
 class TorchEngine(Engine):
     def __init__(
@@ -94,8 +107,10 @@ class TorchEngine(Engine):
         threads: int | None = 1,
         ttfa_tokens: int = 21,
         max_steady_skips: int | None = None,
+        paced: bool = True,
     ) -> None:
         """`threads`: intra-op threads of the step thread (None = torch's default).
+        `paced`: honour requests' `hold_s` (the module docstring); False steps regardless.
 
         One is right on CPU: a decode step is many small ops, and a second OpenMP thread
         fighting the SNAC decoder's threads for the same cores costs more than it gives.
@@ -117,6 +132,8 @@ class TorchEngine(Engine):
         self._ttfa_tokens = ttfa_tokens
         self._max_steady_skips = ttfa_tokens if max_steady_skips is None else max_steady_skips
         self._steady_skipped = 0
+        self._paced = paced
+        self._steady_hold_s = 0.0  # how long the steady batch may wait (0 = step it)
         self._stats = EngineStats()
         self._work = threading.Event()  # set (under _lock) while there is work to step
         self._stopping = False
@@ -216,8 +233,9 @@ class TorchEngine(Engine):
             torch.set_num_threads(self._threads)
         loop = self._loop
         assert loop is not None
+        sleep_s: float | None = None  # None: until there is work
         while True:
-            self._work.wait()
+            self._work.wait(sleep_s)
             if self._stopping:
                 return
             try:
@@ -229,11 +247,20 @@ class TorchEngine(Engine):
             self.interleave(outputs)
             if outputs:
                 loop.call_soon_threadsafe(self._deliver, outputs)
+            paced = self._steady_hold_s > 0
             with self._lock:  # close() sets _stopping under this lock: never sleep past it
-                if not (
-                    self._fresh or self._steady or self._incoming or self._aborted or self._stopping
+                if (
+                    self._fresh
+                    or self._incoming
+                    or self._aborted
+                    or self._stopping
+                    or (self._steady and not paced)
                 ):
+                    self._work.set()
+                else:
                     self._work.clear()
+            # A paced batch sleeps until its first listener needs more; new work wakes it.
+            sleep_s = min(self._steady_hold_s, MAX_PACED_SLEEP_S) if paced else None
 
     def _deliver(self, outputs: list[_StepOutput]) -> None:
         """On the loop: hand each request its new tokens, and its end."""
@@ -298,10 +325,15 @@ class TorchEngine(Engine):
             if fresh_ran:
                 self._decode(self._fresh, emitted, failed)
                 self._graduate()
-            if self._steady and (not fresh_ran or self._steady_skipped >= self._max_steady_skips):
+            # every listener of the batch has enough ahead: it waits
+            rows = self._steady.rows if self._paced else ()
+            self._steady_hold_s = min((live.hold_s() for live in rows), default=0.0)
+            if self._steady_hold_s <= 0 and (
+                not fresh_ran or self._steady_skipped >= self._max_steady_skips
+            ):
                 self._decode(self._steady, emitted, failed)
                 self._steady_skipped = 0
-            elif self._steady:
+            elif self._steady and self._steady_hold_s <= 0:
                 self._steady_skipped += 1
         self._drop(set())
         return [*failed, *(_StepOutput(live, toks, live.done) for live, toks in emitted.values())]

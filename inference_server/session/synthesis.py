@@ -4,10 +4,11 @@ Input arrives through `add_text` / `flush` / `end_input` while `events()` speaks
 each segment's ready sentence groups are generated one after the other on the
 engine (the next one is sent as soon as the previous one's tokens are in), decoded
 while they generate, head silence trimmed, and emitted as audio.
-Once a segment's first audio is out, its generation keeps at most `max_audio_ahead_s`
-ahead of the listener (pacing.Pacer): a client that stops reading costs no more. The
-session's one `Listener` (audio/listener.py) is what pacing, the stream decoders of all its
-chunks, the decode batcher and the node's admission read.
+Once a segment's first audio is out, its audio keeps at most `max_audio_ahead_s` ahead
+of the listener (pacing.Pacer): the engine holds its generation (counting audio made but
+not yet sent) and the session holds its audio, so a client that stops reading costs no
+more. The session's one `Listener` (audio/listener.py) is what pacing, the stream decoders
+of all its chunks, the decode batcher and the node's admission read.
 Closing `events()` (client cancel or disconnect) aborts the live engine request.
 """
 
@@ -206,6 +207,7 @@ class SynthesisSession:
 
                 async for samples, frames in self._speak_chunk(chunk, look_ahead):
                     chunk.ledger.decoded(frames)  # heard once audio after them goes out
+                    chunk.frames_out += len(frames)
                     if trimmer is not None:
                         samples = trimmer.push(samples)
                     if len(samples):
@@ -281,6 +283,12 @@ class SynthesisSession:
             # nothing left once tags are removed, or all of it was heard: only its mark is left
             return _ChunkRun(text, _Generation(_no_tokens()), heard, tags_removed)
         max_new_tokens = max(T.FRAME_TOKENS, budget - len(heard_ids))
+        chunk = _ChunkRun(text, None, heard, tags_removed)
+
+        def hold_s(generated: int) -> float:  # on the engine's thread: reads, never writes
+            unsent_frames = generated // T.FRAME_TOKENS - chunk.frames_out
+            return self.pacer.wait_s(unsent_frames * T.FRAME_MS)
+
         request = GenerationRequest(
             request_id=f"{self.session_id}/{next(_REQUEST_NUMBERS)}",
             prompt_ids=build_prompt(self._tokenizer, self.voice.name, text, context) + heard_ids,
@@ -288,8 +296,9 @@ class SynthesisSession:
             max_new_tokens=max_new_tokens,
             adapter=self.voice.adapter,
             session_id=self.session_id,
+            hold_s=hold_s,
         )
-        chunk = _ChunkRun(text, _Generation(self._engine.generate(request)), heard, tags_removed)
+        chunk.generation = _Generation(self._engine.generate(request))
         chunk.budget = (max_new_tokens, ChunkEnd.MAX_TOKENS if capped else ChunkEnd.LENGTH)
         return chunk
 
@@ -358,12 +367,13 @@ class _ChunkRun:
     """Bookkeeping of one generation chunk."""
 
     def __init__(
-        self, text: str, generation: _Generation, heard: np.ndarray, tags_removed: int = 0
+        self, text: str, generation: _Generation | None, heard: np.ndarray, tags_removed: int = 0
     ) -> None:
         self.text = text  # as the model reads it: unknown tags removed
         self.tags_removed = tags_removed
-        self.generation = generation
+        self.generation = generation  # type: ignore[assignment]  # set once its request is sent
         self.tokens = 0
+        self.frames_out = 0  # of the frames it generated, those whose audio is decoded
         self.generation_s = 0.0
         self.assembler = FrameAssembler()
         self.heard = heard  # frames the listener heard before a failover (a resumed chunk)
