@@ -281,9 +281,9 @@ class SynthesisSession:
             len(heard) and len(heard_ids) >= budget
         ):
             # nothing left once tags are removed, or all of it was heard: only its mark is left
-            return _ChunkRun(text, _Generation(_no_tokens()), heard, tags_removed)
+            return _ChunkRun(text, heard, tags_removed, _Generation(_no_tokens()))
         max_new_tokens = max(T.FRAME_TOKENS, budget - len(heard_ids))
-        chunk = _ChunkRun(text, None, heard, tags_removed)
+        chunk = _ChunkRun(text, heard, tags_removed)
 
         def hold_s(generated: int) -> float:  # on the engine's thread: reads, never writes
             unsent_frames = generated // T.FRAME_TOKENS - chunk.frames_out
@@ -366,12 +366,19 @@ class SynthesisSession:
 class _ChunkRun:
     """Bookkeeping of one generation chunk."""
 
+    generation: _Generation
+
     def __init__(
-        self, text: str, generation: _Generation | None, heard: np.ndarray, tags_removed: int = 0
+        self,
+        text: str,
+        heard: np.ndarray,
+        tags_removed: int = 0,
+        generation: _Generation | None = None,  # set once its request is sent
     ) -> None:
         self.text = text  # as the model reads it: unknown tags removed
         self.tags_removed = tags_removed
-        self.generation = generation  # type: ignore[assignment]  # set once its request is sent
+        if generation is not None:
+            self.generation = generation
         self.tokens = 0
         self.frames_out = 0  # of the frames it generated, those whose audio is decoded
         self.generation_s = 0.0
