@@ -434,7 +434,7 @@ class FleetSim:
 
 def preferred_owner(ring: VoiceRing, session: int, voice: int, r: int) -> str:
     """The ring's first choice for a session (its home set of r by HRW), load aside."""
-    return ring.candidates(MODEL, f"voice-{voice:05d}", f"s{session}", r)[0]
+    return next(ring.iter_candidates(MODEL, f"voice-{voice:05d}", f"s{session}", r))
 
 
 def node_name(i: int) -> str:

@@ -32,7 +32,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from inference_server.fleet.nodes import NodeInfo
 from inference_server.fleet.popularity import _COUNT_SCRIPT, TOTAL_FIELD
 from inference_server.fleet.ring import DEFAULT_VNODES, VoiceRing
-from inference_server.fleet.router import _CLAIM_SCRIPT, SessionRouter
+from inference_server.fleet.router import _CLAIM_SCRIPT, SessionRouter, _FleetView
 
 
 class SimClock:
@@ -217,15 +217,40 @@ class RingCache:
         return ring
 
 
-class SimRouter(SessionRouter):
-    """The product's router; only its ring cache is shared and widened (`SubsetRing`)."""
+class ViewCache:
+    """The routers' `_FleetView`s of the one membership list they all read: built once per
+    heartbeat for the fleet, not once per router (each of 1,000 routes a call every few
+    heartbeats, so its own cache would rebuild the view on almost every call)."""
 
-    def __init__(self, *args: Any, rings: RingCache, **kwargs: Any) -> None:
+    def __init__(self) -> None:
+        self._nodes: list[NodeInfo] | None = None
+        self._views: dict[str, _FleetView] = {}
+
+    def view(
+        self, nodes: list[NodeInfo], model: str, ring_for: Callable[[Iterable[str]], VoiceRing]
+    ) -> _FleetView:
+        if nodes is not self._nodes:  # `SimMembership.publish` makes a new list
+            self._nodes, self._views = nodes, {}
+        view = self._views.get(model)
+        if view is None:
+            view = self._views[model] = _FleetView.of(nodes, model, ring_for)
+        return view
+
+
+class SimRouter(SessionRouter):
+    """The product's router; only its ring and view caches are shared (and the ring widened,
+    `SubsetRing`)."""
+
+    def __init__(self, *args: Any, rings: RingCache, views: ViewCache, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._ring_cache = rings
+        self._view_cache = views
 
     def _ring_for(self, node_ids: Iterable[str]) -> VoiceRing:
         return self._ring_cache.ring(node_ids)
+
+    def _view(self, model: str) -> _FleetView:
+        return self._view_cache.view(self._membership.nodes(), model, self._ring_for)
 
 
 class RoutingSeam:
@@ -239,12 +264,14 @@ class RoutingSeam:
         self.redis = SimRedis(clock)
         self.membership = SimMembership()
         self.rings = RingCache(universe)
+        views = ViewCache()
         self.routers = {
             node_id: SimRouter(
                 node_id,
                 self.membership,
                 redis=self.redis,  # type: ignore[arg-type]
                 rings=self.rings,
+                views=views,
                 clock=clock,
             )
             for node_id in universe

@@ -10,8 +10,10 @@ Pure and deterministic: no I/O, no clocks.
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Iterable, Mapping
+from bisect import bisect
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from functools import lru_cache
+from itertools import islice
 
 import xxhash
 from uhashring import HashRing
@@ -60,9 +62,12 @@ class VoiceRing:
         if vnodes < 1:
             raise ValueError(f"vnodes must be >= 1, got {vnodes}")
         self.vnodes = vnodes
-        self._ring = HashRing(
+        ring = HashRing(
             nodes={node: {"vnodes": vnodes} for node in self.node_ids}, hash_fn=point_hash
         )
+        self._points: list[int] = ring.runtime._keys  # sorted; uhashring's continuum
+        owners = [ring.runtime._ring[point] for point in self._points]
+        self._owners = owners + owners  # twice round: a walk is one slice, wherever it starts
         self._walk = lru_cache(maxsize=8192)(self._walk_uncached)
 
     def __len__(self) -> int:
@@ -73,9 +78,20 @@ class VoiceRing:
         return self._walk(voice_key(model, voice))
 
     def _walk_uncached(self, key: str) -> tuple[str, ...]:
-        if not self.node_ids:
+        """uhashring's `iterate_nodes(key)`: distinct owners of the points clockwise from the
+        key's hash. Read in slices that hold every node a few times over, so a walk costs
+        a few dict inserts per node, not one Python step per point of the continuum."""
+        n_points = len(self._points)
+        if not n_points:
             return ()
-        return tuple(self._ring.iterate_nodes(key))
+        start = bisect(self._points, point_hash(key)) % n_points
+        seen: dict[str, None] = {}
+        window = 8 * len(self.node_ids)
+        for begin in range(start, start + n_points, window):
+            seen.update(dict.fromkeys(self._owners[begin : min(begin + window, start + n_points)]))
+            if len(seen) == len(self.node_ids):
+                break
+        return tuple(seen)
 
     def home_set(self, model: str, voice: str, r: int, exclude: Collection[str] = ()) -> list[str]:
         """First r distinct nodes clockwise from the voice, skipping `exclude`d ones."""
@@ -85,9 +101,23 @@ class VoiceRing:
         self, model: str, voice: str, session_id: str, r: int, exclude: Collection[str] = ()
     ) -> list[str]:
         """Preference order for a session: its home set by HRW, then the rest of the walk."""
-        walk = [node for node in self.walk(model, voice) if node not in exclude]
-        r = max(1, r)
-        return rendezvous_order(session_id, walk[:r]) + walk[r:]
+        return list(self.iter_candidates(model, voice, session_id, r, exclude))
+
+    def iter_candidates(
+        self, model: str, voice: str, session_id: str, r: int, exclude: Collection[str] = ()
+    ) -> Iterator[str]:
+        """`candidates`, lazily: a placement usually stops at the first or second node."""
+        walk, r = self.walk(model, voice), max(1, r)
+        home: list[str] = []
+        rest = len(walk)
+        for i, node in enumerate(walk):
+            if node not in exclude:
+                home.append(node)
+                if len(home) == r:
+                    rest = i + 1
+                    break
+        yield from rendezvous_order(session_id, home)
+        yield from (node for node in islice(walk, rest, None) if node not in exclude)
 
     def place(
         self,
@@ -100,11 +130,28 @@ class VoiceRing:
         exclude: Collection[str] = (),
     ) -> str | None:
         """The first candidate under the bounded-load cap; None if no node is eligible."""
-        order = self.candidates(model, voice, session_id, r, exclude)
-        if not order:
+        eligible = [node for node in self.walk(model, voice) if node not in exclude]
+        if not eligible:
             return None
-        cap = bounded_cap(sum(loads.get(node, 0) for node in order), len(order), load_factor)
-        for node in order:
-            if loads.get(node, 0) < cap:
+        cap = bounded_cap(sum(loads.get(node, 0) for node in eligible), len(eligible), load_factor)
+        return self.place_under(
+            model, voice, session_id, r, lambda node: loads.get(node, 0), cap, exclude
+        )
+
+    def place_under(
+        self,
+        model: str,
+        voice: str,
+        session_id: str,
+        r: int,
+        load_of: Callable[[str], int],
+        cap: int,
+        exclude: Collection[str] = (),
+    ) -> str | None:
+        """`place` with its cap already known (a router keeps the fleet's total load between
+        heartbeats): the first candidate under `cap`, else the least loaded one."""
+        for node in self.iter_candidates(model, voice, session_id, r, exclude):
+            if load_of(node) < cap:
                 return node
-        return min(order, key=lambda node: loads.get(node, 0))  # loads beyond what we know of
+        order = self.candidates(model, voice, session_id, r, exclude)
+        return min(order, key=load_of) if order else None  # loads beyond what we know of

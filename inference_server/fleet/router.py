@@ -24,7 +24,14 @@ from .membership import Membership
 from .nodes import NodeInfo
 from .popularity import LocalPopularity, RedisPopularity
 from .redis_gate import DEFAULT_TIMEOUT_S, RedisGate
-from .ring import DEFAULT_LOAD_FACTOR, DEFAULT_SPREAD, DEFAULT_VNODES, VoiceRing, replicas_for
+from .ring import (
+    DEFAULT_LOAD_FACTOR,
+    DEFAULT_SPREAD,
+    DEFAULT_VNODES,
+    VoiceRing,
+    bounded_cap,
+    replicas_for,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +53,39 @@ class _Lookup:
     owner: str | None  # the session's recorded owner
     voice_starts: int
     total_starts: int
+
+
+@dataclass(frozen=True, slots=True)
+class _FleetView:
+    """What placement reads of one membership view for one model. Built once per view (a
+    heartbeat's loads make a new one), not per session: at 1,000 nodes each of these is a
+    pass over every node."""
+
+    serving: dict[str, NodeInfo]  # the nodes serving the model, by id
+    ring: VoiceRing  # over `serving`
+    unavailable: frozenset[str]  # draining or full: not placed on
+    live: dict[str, int]  # heartbeat loads
+    loads: tuple[tuple[str, int], ...]  # the same, sorted: a change resets what we placed
+    available_live: int  # sum of `live` over the nodes not unavailable
+
+    @classmethod
+    def of(
+        cls,
+        nodes: Iterable[NodeInfo],
+        model: str,
+        ring_for: Callable[[Iterable[str]], VoiceRing],
+    ) -> _FleetView:
+        serving = {n.node_id: n for n in nodes if n.serves(model)}
+        live = {i: n.live_sessions for i, n in serving.items()}
+        unavailable = frozenset(i for i, n in serving.items() if n.draining or n.full)
+        return cls(
+            serving=serving,
+            ring=ring_for(serving),
+            unavailable=unavailable,
+            live=live,
+            loads=tuple(sorted(live.items())),
+            available_live=sum(v for i, v in live.items() if i not in unavailable),
+        )
 
 
 class NoNodeAvailable(RuntimeError):
@@ -101,6 +141,8 @@ class SessionRouter:
         self._held: Counter[str] = Counter()  # sessions served here: this node keeps their records
         self._keeper: asyncio.Task[None] | None = None
         self._rings: dict[frozenset[str], VoiceRing] = {}
+        self._view_nodes: tuple[NodeInfo, ...] | None = None
+        self._views: dict[str, _FleetView] = {}  # by model, for `_view_nodes`
         self._routed: Counter[str] = Counter()  # placed by us since the last load snapshot
         self._load_snapshot: tuple[tuple[str, int], ...] = ()
         if self._gate is not None:
@@ -117,19 +159,19 @@ class SessionRouter:
         """The owner of this session (may be this node). `avoid`: nodes known to have failed."""
         if not session_id:
             raise ValueError("session_id must not be empty: it is the routing key")
-        serving = {n.node_id: n for n in self._membership.nodes() if n.serves(model)}
-        nodes = {i: n for i, n in serving.items() if i not in avoid}
-        if not nodes:
+        view = self._view(model)
+        avoided = frozenset(i for i in avoid if i in view.serving)
+        if len(avoided) == len(view.serving):
             raise NoNodeAvailable(f"no live node serves model {model or '(default)'!r}")
         found = await self._lookup(model, voice, session_id)
-        if found.owner in nodes:
-            return nodes[found.owner]
-        chosen = self._place(model, voice, session_id, serving, found, avoid)
+        if found.owner in view.serving and found.owner not in avoided:
+            return view.serving[found.owner]
+        chosen = self._place(model, voice, session_id, view, found, avoided)
         owner = await self._claim(session_id, chosen, previous=found.owner)
-        if owner != chosen and owner in nodes:
-            return nodes[owner]
+        if owner != chosen and owner in view.serving and owner not in avoided:
+            return view.serving[owner]
         self._routed[chosen] += 1
-        return nodes[chosen]
+        return view.serving[chosen]
 
     # -- sessions served here ---------------------------------------------------------------
 
@@ -188,7 +230,7 @@ class SessionRouter:
 
     def ring(self, model: str = "") -> VoiceRing:
         """The ring over the nodes currently serving `model`."""
-        return self._ring_for(n.node_id for n in self._membership.nodes() if n.serves(model))
+        return self._view(model).ring
 
     async def _keep_held(self) -> None:
         while True:
@@ -197,27 +239,42 @@ class SessionRouter:
 
     # -- placement --------------------------------------------------------------------------
 
+    def _view(self, model: str) -> _FleetView:
+        """The current membership view for `model`, rebuilt only when the view changes."""
+        nodes = tuple(self._membership.nodes())
+        if nodes != self._view_nodes:  # element by element: identical records compare at once
+            self._views = {}
+        self._view_nodes = nodes
+        view = self._views.get(model)
+        if view is None:
+            view = self._views[model] = _FleetView.of(nodes, model, self._ring_for)
+        return view
+
     def _place(
         self,
         model: str,
         voice: str,
         session_id: str,
-        nodes: dict[str, NodeInfo],
+        view: _FleetView,
         found: _Lookup,
-        avoid: Collection[str] = (),
+        avoided: frozenset[str] = frozenset(),
     ) -> str:
-        """`nodes`: all serving the model. Avoided ones are skipped on the ring of them all,
-        which walks the others in the same order as a ring without them, so a retry
-        neither rebuilds the ring nor forgets what was placed since the last heartbeat."""
-        ring = self._ring_for(nodes)
-        r = self._replica_count(voice, found, len(ring) - len(set(avoid) & set(nodes)))
-        exclude = {i for i, n in nodes.items() if n.draining or n.full} | set(avoid)
-        chosen = ring.place(
-            model, voice, session_id, r, self._loads(nodes), self._load_factor, exclude
-        )
+        """`avoided`: serving nodes that failed this call. They are skipped on the ring of
+        all serving nodes, which walks the others in the same order as a ring without them,
+        so a retry neither rebuilds the ring nor forgets what was placed since the last
+        heartbeat."""
+        r = self._replica_count(voice, found, len(view.ring) - len(avoided))
+        exclude = view.unavailable | avoided
+        eligible = len(view.serving) - len(exclude)
+        chosen = None
+        if eligible > 0:
+            load_of = self._load_of(view)
+            total = self._eligible_load(view, avoided, load_of)
+            cap = bounded_cap(total, eligible, self._load_factor)
+            chosen = view.ring.place_under(model, voice, session_id, r, load_of, cap, exclude)
         if chosen is None:
             raise NoNodeAvailable(
-                f"all {len(set(nodes) - set(avoid))} nodes serving model "
+                f"all {len(view.serving) - len(avoided)} nodes serving model "
                 f"{model or '(default)'!r} that did not fail are draining or at capacity"
             )
         return chosen
@@ -230,13 +287,23 @@ class SessionRouter:
             ring = self._rings[key]
         return ring
 
-    def _loads(self, nodes: dict[str, NodeInfo]) -> dict[str, int]:
+    def _load_of(self, view: _FleetView) -> Callable[[str], int]:
         """Heartbeat loads plus what we placed since that heartbeat (bursts between beats)."""
-        snapshot = tuple(sorted((i, n.live_sessions) for i, n in nodes.items()))
-        if snapshot != self._load_snapshot:
-            self._load_snapshot = snapshot
+        if view.loads is not self._load_snapshot and view.loads != self._load_snapshot:
             self._routed.clear()
-        return {i: n.live_sessions + self._routed[i] for i, n in nodes.items()}
+        self._load_snapshot = view.loads
+        live, routed = view.live, self._routed
+        return lambda node: live.get(node, 0) + routed.get(node, 0)
+
+    def _eligible_load(
+        self, view: _FleetView, avoided: frozenset[str], load_of: Callable[[str], int]
+    ) -> int:
+        """The load on the nodes placement may pick: the available nodes' total (kept per
+        view) plus what we placed on them since, less the few avoided ones."""
+        placed = sum(
+            n for i, n in self._routed.items() if i in view.live and i not in view.unavailable
+        )
+        return view.available_live + placed - sum(load_of(i) for i in avoided - view.unavailable)
 
     def _replica_count(self, voice: str, found: _Lookup, n_nodes: int) -> int:
         if voice in self._replicas:
