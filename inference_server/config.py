@@ -134,6 +134,14 @@ class ServerConfig(BaseSettings):
         "limits",
         ge=0,
     )
+    realtime_streams: int = setting(
+        0,
+        "refuse a new session while this many are speaking: the streams this node keeps "
+        "real time at once, measured by `python -m bench.bench_capacity` on its hardware "
+        "(0 = not measured: --capacity and --admit-starving-ms alone)",
+        "limits",
+        ge=0,
+    )
     max_sessions_per_key: int = setting(
         0, "max concurrent sessions per API key on this node (0 = unlimited)", "limits", ge=0
     )

@@ -192,6 +192,7 @@ class InferenceNode:
             card.name,
             cfg.capacity,
             cfg.admit_starving_ms,
+            cfg.realtime_streams,
             language=card.language,
             base_voices=card.voices,
         )

@@ -50,3 +50,16 @@ def test_refuses_while_half_the_playing_streams_starve() -> None:
     assert "behind real time (1 of 2 playing streams" in str(err.value)
     AdmissionPolicy(capacity=10, starving_ms=0).check([starving])  # 0 = capacity only
     AdmissionPolicy(capacity=10, starving_ms=20.0).check(waiting)
+
+
+def test_measured_realtime_streams_refuse_one_more_speaking_stream_naming_the_flag() -> None:
+    speaking = [playing(10_000.0) for _ in range(3)]
+    idle = [playing(0.0) for _ in range(5)]  # between turns: their buffers ran dry
+    policy = AdmissionPolicy(capacity=32, starving_ms=20.0, realtime_streams=4)
+    time.sleep(0.05)  # the idle ones now "starve": that must not count against the node
+    policy.check([*speaking, *idle], speaking)  # 3 speaking of 4: admitted
+    with pytest.raises(Overloaded) as err:
+        policy.check([*speaking, *idle, Listener()], [*speaking, Listener()])
+    assert to_status(err.value).code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "--realtime-streams" in str(err.value) and "4 are speaking" in str(err.value)
+    AdmissionPolicy(capacity=32, realtime_streams=0).check(speaking * 10)  # 0 = not measured

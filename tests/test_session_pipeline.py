@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable, Sequence
 
 import numpy as np
@@ -160,3 +161,43 @@ async def test_unknown_tags_never_reach_the_prompt_and_are_counted(model_parts: 
     assert "tara: Hi <laugh> now." in spoken and "whisper" not in spoken
     progress = [e.chars_done for e in events if isinstance(e, ProgressOut)]
     assert progress[-1] == len(text.encode())  # positions still count the client's text
+
+
+async def test_a_session_is_idle_only_between_turns(model_parts: tuple) -> None:
+    """Admission counts the sessions that speak: a new one, and one with text to speak,
+    speak; one whose segment is done and that waits for its next text is idle."""
+    model, tokenizer, snac = model_parts
+    engine = TorchEngine(model)
+    await engine.start()
+    decoder = SnacDecodeBatcher(SnacDecoder(snac))
+    session = SynthesisSession(
+        "turns",
+        Voice("tara"),
+        engine=engine,
+        tokenizer=tokenizer,
+        decoder=decoder,
+        sampling=GREEDY_SHORT,
+    )
+    idle_at: list[tuple[str, bool]] = []
+    try:
+        assert not session.idle  # just opened: about to speak
+        session.add_text("First turn.", "t1")
+        session.flush("t1")
+        events = session.events()
+        async for event in events:
+            idle_at.append((type(event).__name__, session.idle))
+            if isinstance(event, SegmentOut):
+                break
+        waiting = asyncio.ensure_future(anext(events))  # the next turn has no text yet
+        await asyncio.sleep(0)  # one loop turn: the session reaches its wait for text
+        assert session.idle and not waiting.done()
+        session.add_text("Second turn.", "t2")
+        session.end_input()
+        await waiting
+        assert not session.idle
+        async for _ in events:
+            pass
+    finally:
+        await decoder.close()
+        await engine.close()
+    assert idle_at and not any(idle for _, idle in idle_at)  # never idle while speaking

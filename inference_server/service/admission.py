@@ -1,10 +1,14 @@
 """Who gets in: a node admits a session only while it has a slot and keeps real time.
 
 Capacity alone does not say whether a node can take one more stream: on a busy node
-every stream slows down together. The live sessions' listeners (audio/listener.py) do say it: when
-at least half of the streams that are playing have left their listener waiting longer
-than `starving_ms`, the node is behind real time, and one more stream would make every
-stream worse. A refused client retries on another node (the plugin and the router do).
+every stream slows down together. Two things do say it, both about the sessions that are
+speaking (a session waiting for its next text between turns costs nothing):
+- their number against `realtime_streams`, how many streams this node was measured to
+  keep real time at once (bench/bench_capacity.py): one more would push them below it;
+- their listeners (audio/listener.py): when at least half of the streams that are
+  playing have left their listener waiting longer than `starving_ms`, the node is
+  behind real time already (the measure that needs no measurement).
+A refused client retries on another node (the plugin and the router do).
 """
 
 from __future__ import annotations
@@ -27,16 +31,26 @@ class StreamLoad:
 class AdmissionPolicy:
     capacity: int  # concurrent sessions
     starving_ms: float = DEFAULT_STARVING_MS  # 0 = admit on capacity alone
+    realtime_streams: int = 0  # speaking streams kept real time at once (0 = not measured)
 
-    def check(self, listeners: Collection[Listener]) -> None:
-        """Raise Overloaded when a new session must go elsewhere."""
+    def check(
+        self, listeners: Collection[Listener], speaking: Collection[Listener] | None = None
+    ) -> None:
+        """Raise Overloaded when a new session must go elsewhere. `listeners`: every live
+        session's; `speaking`: of those, the sessions not idle between turns (default all)."""
         if len(listeners) >= self.capacity:
             raise Overloaded(
                 f"node at capacity ({self.capacity} concurrent sessions)",
             )
+        speaking = listeners if speaking is None else speaking
+        if self.realtime_streams and len(speaking) >= self.realtime_streams:
+            raise Overloaded(
+                f"node keeps {self.realtime_streams} streams real time (--realtime-streams) "
+                f"and {len(speaking)} are speaking; retry on another node",
+            )
         if self.starving_ms <= 0:
             return
-        load = self.load(listeners)
+        load = self.load(speaking)
         if load.starving and 2 * load.starving >= load.playing:
             raise Overloaded(
                 f"node is behind real time ({load.starving} of {load.playing} playing streams "

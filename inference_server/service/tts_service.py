@@ -54,6 +54,7 @@ class NodeIdentity:
     model_name: str
     capacity: int  # concurrent sessions this node admits
     starving_ms: float = DEFAULT_STARVING_MS  # admission: see service/admission.py
+    realtime_streams: int = 0  # admission: speaking streams kept real time (0 = unmeasured)
     language: str = DEFAULT_LANGUAGE  # of the model (voices/model_card.py)
     base_voices: tuple[str, ...] = BASE_VOICES  # the first is the default voice
 
@@ -86,11 +87,13 @@ class TTSService(pb_grpc.TTSServicer):
         self._max_stalled_read = max_stalled_read
         self.dispatch = dispatch
         self._identity = identity
-        self._admission = AdmissionPolicy(identity.capacity, identity.starving_ms)
+        self._admission = AdmissionPolicy(
+            identity.capacity, identity.starving_ms, identity.realtime_streams
+        )
         self._metrics = metrics or NodeMetrics()
         self.state = state or NodeState()  # draining, live sessions: shared with the fleet
         self.state.add_load_listener(self._metrics.live_sessions.set)
-        self._metrics.watch_streams(lambda: self._admission.load(self._listeners()))
+        self._metrics.watch_streams(lambda: self._admission.load(self._speaking()))
 
     async def Synthesize(
         self,
@@ -233,10 +236,15 @@ class TTSService(pb_grpc.TTSServicer):
     def _listeners(self) -> list[Listener]:
         return [session.listener for session in self.state.live.values()]
 
+    def _speaking(self) -> list[Listener]:
+        """Listeners of the sessions not idle between turns (an idle one's buffer ran dry
+        long ago: that is not a stream waiting for audio)."""
+        return [session.listener for session in self.state.live.values() if not session.idle]
+
     def _open(self, start: pb.SessionStart) -> SynthesisSession:
         if self.state.draining:
             raise E.Unavailable("node is draining; retry on another node")
-        self._admission.check(self._listeners())
+        self._admission.check(self._listeners(), self._speaking())
         self._identity.catalog().resolve(start.model, start.language)
         session_id = start.session_id or uuid.uuid4().hex
         check_session_id(session_id)

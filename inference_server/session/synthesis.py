@@ -91,6 +91,7 @@ class SynthesisSession:
         self._chars = 0
         self._changed = asyncio.Event()
         self._heard = no_frames()  # frames of the resumed chunk the listener already heard
+        self.idle = False  # between turns: spoke, and waits for the next segment's text
         self.listener = Listener(clock)
         self.pacer = Pacer(self.listener, options.max_audio_ahead_s)
 
@@ -166,12 +167,14 @@ class SynthesisSession:
             async for event in self._speak_segment(segment):
                 yield event
             self._segments.popleft()
+            self.idle = True  # until the next segment's turn
 
     async def _next_segment(self) -> SegmentText | None:
         while not self._segments:
             if self._ended:
                 return None
             await self._wait_for_input()
+        self.idle = False
         return self._segments[0]
 
     async def _wait_for_input(self) -> None:
