@@ -42,7 +42,7 @@ def simulate(cfg: SimConfig) -> dict[str, Any]:
 def summarise(sim: FleetSim) -> dict[str, Any]:
     cfg, out = sim.cfg, sim.out
     done = out.viable + out.underrun + out.rejected
-    lora_total = sum(out.lora.values()) or 1
+    lora_total = sum(out.lora[k] for k in ("gpu", "cpu", "disk", "disk_again")) or 1
     samples = np.array([s[:3] for s in out.load_samples]) if out.load_samples else np.zeros((1, 3))
     ratio = samples[:, 2] / np.maximum(samples[:, 1], 1e-9)
     sessions = len(sim.audio_s)
@@ -88,7 +88,10 @@ def summarise(sim: FleetSim) -> dict[str, Any]:
         "dead_owner_retries": out.dead_owner_retries,
         "lora_gpu_hit_rate": out.lora["gpu"] / lora_total,
         "lora_cpu_hit_rate": out.lora["cpu"] / lora_total,
-        "lora_disk_loads": out.lora["disk"],
+        "lora_disk_loads": out.lora["disk"] + out.lora["disk_again"],
+        "lora_disk_first_loads": out.lora["disk"],  # the voice's first load on that node
+        "lora_disk_first_loads_off_home_set": out.lora["disk_off_home_set"],
+        "lora_disk_reloads": out.lora["disk_again"],  # evicted from host memory since
         "lora_slot_waits": out.lora_waits,
         "load_mean_streams_per_node": float(samples[:, 1].mean()),
         "load_max_over_mean": float(ratio.mean()),

@@ -274,12 +274,21 @@ class FleetSim:
     def _start(self, node: Node, s: Stream, source: str) -> None:
         if self._counted(s):
             self.out.lora[source] += 1
+            if source == "disk":
+                self.out.lora["disk_off_home_set"] += not self._in_home_set(node, s.voice)
         s.lora_source = source
-        load = {"gpu": 0.0, "cpu": LORA_FROM_CPU_S, "disk": LORA_FROM_DISK_S}[source]
+        load = {"gpu": 0.0, "cpu": LORA_FROM_CPU_S}.get(source, LORA_FROM_DISK_S)
         ready = max(s.start_at, self.clock.now) + load
         next_step = self.jitter[s.session] * node.step
         s.start_at = ready + next_step + self.gpu.prefill_s(s.prompt)
         node.streams.append(s)
+
+    def _in_home_set(self, node: Node, voice: int) -> bool:
+        """Whether `node` is in the voice's home set sized for its true share (else the
+        session was passed on by bounded load, or retried away from a refusing node)."""
+        ring = self.seam.ring(self._alive_ids())
+        r = replicas_for(float(self.shares[voice]), len(ring))
+        return node.node_id in ring.home_set(MODEL, f"voice-{voice:05d}", r)
 
     def _reschedule(self, node: Node) -> None:
         node.version += 1
@@ -297,7 +306,7 @@ class FleetSim:
             if self._counted(s) and s.failed_at == -INF:
                 self.out.ttfa_s.append(now - s.arrival + SNAC_FIRST_DECODE_S)
                 self.out.ttfa_arrival.append(s.arrival)
-                self.out.ttfa_cold.append(s.lora_source == "disk")
+                self.out.ttfa_cold.append(s.lora_source.startswith("disk"))
         for s in node.finished(now):
             node.lora.release(s.voice)
             self._finish(s, node.node_id)

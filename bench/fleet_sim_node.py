@@ -40,7 +40,7 @@ class Stream:
     underrun: bool = False
     carried_lead: float = 0.0  # failover: audio the listener still had when the node died
     failed_at: float = -INF
-    lora_source: str = ""  # where its adapter came from: gpu / cpu / disk
+    lora_source: str = ""  # where its adapter came from: gpu / cpu / disk / disk_again
     retries: int = 0  # whole-call retries by the client after every node refused
     frame_wait_s: float = 0.0  # how late each frame is when the batch is below real time
 
@@ -66,9 +66,11 @@ class LoraCache:
     cpu_slots: int
     resident: OrderedDict[int, int] = field(default_factory=OrderedDict)  # voice -> streams
     cpu: OrderedDict[int, None] = field(default_factory=OrderedDict)
+    ever_loaded: set[int] = field(default_factory=set)  # to tell a first load from a reload
 
     def acquire(self, voice: int) -> str | None:
-        """'gpu' / 'cpu' / 'disk' = where the adapter came from; None = no free slot."""
+        """'gpu' / 'cpu' / 'disk' (first time here) / 'disk_again' = where the adapter came
+        from; None = no free slot."""
         if voice in self.resident:
             self.resident[voice] += 1
             self.resident.move_to_end(voice)
@@ -85,6 +87,9 @@ class LoraCache:
         self.cpu[voice] = None
         if len(self.cpu) > self.cpu_slots:
             self.cpu.popitem(last=False)
+        if voice in self.ever_loaded:
+            return "disk_again"  # evicted from host memory since
+        self.ever_loaded.add(voice)
         return "disk"
 
     def release(self, voice: int) -> None:

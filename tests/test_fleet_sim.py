@@ -73,6 +73,9 @@ def test_metrics_add_up(summary: dict) -> None:
     assert 0.0 <= summary["viability"] <= 1.0
     assert 0 < summary["ttfa_p50_ms"] <= summary["ttfa_p99_ms"]
     assert 0.0 <= summary["lora_gpu_hit_rate"] + summary["lora_cpu_hit_rate"] <= 1.0
+    disk = summary["lora_disk_loads"]
+    assert disk == summary["lora_disk_first_loads"] + summary["lora_disk_reloads"]
+    assert 0 <= summary["lora_disk_first_loads_off_home_set"] <= summary["lora_disk_first_loads"]
     # every call looks its owner up, claims it and releases it: about 3 round trips
     assert 2.0 <= summary["redis_route_ops_per_session"] <= 4.0
     assert summary["redis_ops"]["failed"] > 0  # the outage was met, and survived
