@@ -153,16 +153,27 @@ def test_a_flush_during_the_ramp_starts_small() -> None:
 
 def test_a_later_chunk_knows_what_its_listener_has_buffered() -> None:
     """One listener per session: a segment's second chunk gets a new decoder, which sees the
-    3.4 s the listener already has, so it does not ramp up from small windows as if the
-    listener had nothing (the 7-frame window of the test above)."""
+    3.4 s the listener already has, so it neither rushes out a small first window nor
+    ramps up from small windows as if the listener had nothing (the 7-frame window of the
+    test above): its first window is a full one."""
     listener = Listener(Clock(now=FakeClock()))
     listener.sent(40 * FRAME_MS)  # the first chunk's audio, just sent
     dec = SnacStreamDecoder(first_emit_frames=3, max_emit_frames=16, listener=listener)
     dec.decode_ms_per_frame = 10.0
     seq = frames(25)
-    (first,) = dec.push(seq[:5])
-    assert first.emitted_frames == 3
+    assert dec.push(seq[:5]) == []  # held: the listener has 3.4 s to play meanwhile
     assert [w.emitted_frames for w in dec.push(seq[5:25])] == [16]  # held to a full window
+
+
+def test_a_later_chunk_whose_listener_runs_dry_starts_at_once() -> None:
+    clock = FakeClock()
+    listener = Listener(Clock(now=clock))
+    listener.sent(4 * FRAME_MS)
+    clock.now += 0.25  # 90 ms left to play
+    dec = SnacStreamDecoder(first_emit_frames=3, max_emit_frames=16, listener=listener)
+    dec.decode_ms_per_frame = 10.0
+    (first,) = dec.push(frames(5))
+    assert first.emitted_frames == 3
 
 
 @settings(max_examples=60, deadline=None)

@@ -52,9 +52,14 @@ class SnacDecodeBatcher:
     never hold up first audio either. While any session races to its first audio
     (`first_audio_race()`, from its request to its first decoded window) the bulk
     workers start no call except for streams close to underrun (and hold the rest for
-    at most `MAX_BULK_HOLD_S`), and they run at a lower OS priority (`bulk_nice`), so
-    the engine's step thread and the express worker get the cores. Among bulk windows,
-    when any is urgent only the urgent ones decode in the next call, least buffered first.
+    at most `MAX_BULK_HOLD_S`). Among bulk windows, when any is urgent only the urgent
+    ones decode in the next call, least buffered first.
+
+    `bulk_nice` / `start_up_nice` lower those workers' OS priority. Both default to 0:
+    the engine is paced now (it sleeps while every listener has enough ahead), so a
+    lower priority no longer protects it from anything, while a bulk window at nice 19
+    got almost no CPU whenever the engine and the event loop were busy, and arrived late
+    (2 sessions over gRPC here: worst underruns 400-700 ms at 19/10, 0-153 ms at 0/0).
     """
 
     def __init__(
@@ -67,8 +72,8 @@ class SnacDecodeBatcher:
         threads_per_worker: int = 1,
         express_worker: bool = True,
         express_threads: int = 2,
-        bulk_nice: int = 19,
-        start_up_nice: int = 10,
+        bulk_nice: int = 0,
+        start_up_nice: int = 0,
         max_bulk_hold_s: float = MAX_BULK_HOLD_S,
     ) -> None:
         """`workers` bulk calls may decode at once, each on `threads_per_worker` threads.

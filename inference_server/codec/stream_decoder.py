@@ -16,16 +16,18 @@ Default left 3 / right 2: under the 1e-4 budget with margin; the extra left fram
 no latency (it is already there), while right context delays the first audio.
 bench/bench_snac_decode.py re-measures this and writes bench/results/snac_decode.json.
 
-Emission: the first frame goes out as soon as its right context exists (low TTFA).
-After that, ready frames may be held back while the listener (audio/listener.py: the
-session's, so a later chunk knows what its listener already has) still has more than
-`min_lead_ms` of audio buffered, so later windows carry up to `max_emit_frames`
-frames: the context overhead is paid once per window instead of once per frame,
-which is what brings decode cost per audio second far below the reference's.
-`min_lead_ms=0` emits every ready frame at once. The 300 ms default leaves room for a
-16-frame window's decode on one busy CPU thread (about 190 ms alone here, with the
-cropped decode of `SnacDecoder`) after the lead dips below it;
-bench/bench_snac_decode.py reports the cost and underruns it gives.
+Emission: a stream's first frame goes out as soon as its right context exists (low
+TTFA). After that, ready frames (a later chunk's first ones too) may be held back while
+the listener (audio/listener.py: the session's, so a later chunk knows what its listener
+already has) still has more than `min_lead_ms` of audio buffered, so later windows
+carry up to `max_emit_frames` frames: the context overhead is paid once per window
+instead of once per frame, which is what brings decode cost per audio second far below
+the reference's.
+`min_lead_ms=0` emits every ready frame at once. The 500 ms default leaves room for a
+16-frame window's decode on one busy CPU thread (about 280 ms alone here, with the
+cropped decode of `SnacDecoder`, and more while other streams decode) after the lead
+dips below it (2 sessions over gRPC, 6 utterances: at 300 ms 3 underran, by 92-153 ms;
+at 500 ms 1, by 447 ms); bench/bench_snac_decode.py reports the cost and underruns.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from ..orpheus.tokens import FRAME_TOKENS, SAMPLES_PER_FRAME
 DEFAULT_LEFT_CONTEXT = 3
 DEFAULT_RIGHT_CONTEXT = 2
 DEFAULT_MAX_EMIT_FRAMES = 16
-DEFAULT_MIN_LEAD_MS = 300.0
+DEFAULT_MIN_LEAD_MS = 500.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,7 +140,10 @@ class SnacStreamDecoder:
         if pending <= 0 or (first and pending < self.first_emit_frames):
             return []
         lead = self.listener.buffer_ms()
-        holding = not first and 0 < self.min_lead_ms <= lead - self._window_cost_ms(pending)
+        # A stream's first audio never waits; a later chunk's first window waits like any
+        # other while its listener still has the earlier chunks' audio to play.
+        may_hold = not first or self.listener.playing
+        holding = may_hold and 0 < self.min_lead_ms <= lead - self._window_cost_ms(pending)
         if not holding:
             return self._emit_until(self._emitted + self._affordable(pending, lead))
         full = pending - pending % self.max_emit_frames
