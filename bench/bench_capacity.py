@@ -3,10 +3,14 @@
 1. Capacity: `--saturate` sessions at once, each speaking long texts with pacing off
    (`--max-audio-ahead 0`), so every stream is backlogged: the node's audio seconds per
    wall second is its capacity C.
-2. The sweep: a node as deployed (pacing and admission on), offered round(f * C)
-   concurrent sessions for each fraction f (each session is one real-time listener,
-   back-to-back utterances): streaming viability (bench/load.py's definition), TTFA
-   p50/p99, and how many sessions were refused and how fast (RESOURCE_EXHAUSTED).
+2. What the node's scheduling keeps real time: a node with pacing on that admits every
+   session, offered round(f * C) concurrent sessions for each fraction f (each session
+   is one real-time listener, back-to-back utterances): streaming viability
+   (bench/load.py's definition) and TTFA p50/p99. The most sessions at which it and
+   every smaller load stayed viable (>= 0.99) is the node's `--realtime-streams`.
+3. The node as deployed: the same sweep on a node started with that
+   `--realtime-streams`: viability of the admitted streams, and how many sessions were
+   refused and how fast (RESOURCE_EXHAUSTED).
 
 tiny-random + random SNAC on this machine: read the ratios (TTFA at f over TTFA of 1
 session; viability) rather than absolute times. Writes bench/results/capacity.json.
@@ -29,6 +33,7 @@ from inference_server.local_server import ServerProcess
 from inference_server.proto import tts_pb2_grpc as pb_grpc
 
 STORY = " ".join([TEXT] * 4)  # ~20 s of speech: every stream stays backlogged
+VIABLE = 0.99
 
 
 @dataclass
@@ -98,6 +103,33 @@ async def offer(address: str, fraction: float, sessions: int, utterances: int) -
     return result
 
 
+def sweep(node: ServerProcess, fractions: list[float], capacity: float, utterances: int) -> list:
+    """One session alone, then round(f * capacity) sessions for each fraction f."""
+    node.start()
+    try:
+        one = asyncio.run(offer(node.address, 0.0, 1, utterances))
+        ttfa_one = percentile(sorted(u.ttfa_ms for u in one.utterances), 50)
+        rows = [one.summary(ttfa_one)]
+        for fraction in fractions:
+            sessions = max(1, round(fraction * capacity))
+            offered = asyncio.run(offer(node.address, fraction, sessions, utterances))
+            rows.append(offered.summary(ttfa_one))
+            print(rows[-1], flush=True)
+    finally:
+        node.stop()
+    return rows
+
+
+def realtime_streams(rows: list[dict]) -> int:
+    """The most sessions at which this load and every smaller one stayed viable."""
+    kept = 0
+    for row in sorted(rows, key=lambda r: r["sessions"]):
+        if row["streaming_viability"] < VIABLE:
+            break
+        kept = row["sessions"]
+    return kept
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fractions", default="0.25,0.5,0.7,1.0,2.0")
@@ -110,22 +142,22 @@ def main(argv: list[str] | None = None) -> int:
     logs = Path(tempfile.mkdtemp(prefix="bench-capacity-"))
     capacity = measure_capacity(args.saturate, 1400, logs)
     print(f"capacity: {capacity:.2f} audio s per wall s", flush=True)
-    node = ServerProcess(logs / "node.log").start()  # as deployed: pacing, admission
-    try:
-        one = asyncio.run(offer(node.address, 0.0, 1, args.utterances))
-        ttfa_one = percentile(sorted(u.ttfa_ms for u in one.utterances), 50)
-        rows = [one.summary(ttfa_one)]
-        for fraction in (float(x) for x in args.fractions.split(",")):
-            sessions = max(1, round(fraction * capacity))
-            rows.append(
-                asyncio.run(offer(node.address, fraction, sessions, args.utterances)).summary(
-                    ttfa_one
-                )
-            )
-            print(rows[-1], flush=True)
-    finally:
-        node.stop()
-    write_json("capacity", {"capacity_audio_s_per_wall_s": capacity, "offered": rows})
+    fractions = [float(x) for x in args.fractions.split(",")]
+    admit_all = ServerProcess(logs / "admit-all.log", extra_args=ADMIT_ALL)
+    scheduling = sweep(admit_all, fractions, capacity, args.utterances)
+    streams = realtime_streams(scheduling)
+    print(f"realtime streams: {streams}", flush=True)
+    deployed_args = ("--realtime-streams", str(streams)) if streams else ()
+    deployed = ServerProcess(logs / "node.log", extra_args=deployed_args)
+    write_json(
+        "capacity",
+        {
+            "capacity_audio_s_per_wall_s": capacity,
+            "realtime_streams": streams,
+            "admitting_all": scheduling,
+            "offered": sweep(deployed, fractions, capacity, args.utterances),
+        },
+    )
     return 0
 
 
