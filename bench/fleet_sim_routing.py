@@ -13,8 +13,9 @@ The router, ring, popularity replication and Redis gate are the real classes. Ar
   over every node the simulation will ever have. A node's points on the continuum depend
   on its name alone, so removing nodes never reorders the others: the walk is the same
   one `VoiceRing(subset)` gives (tests/test_fleet_sim.py checks it), without rebuilding
-  160 points per node and re-walking every voice (30 ms each at 1,000 nodes) each time a
-  client `avoid`s a node or the membership changes. Placement on it is `VoiceRing`'s own.
+  160 points per node (0.7 s at 1,000 nodes) and re-walking every voice each time the
+  membership changes. Placement on it is `VoiceRing`'s own.
+- `ViewCache`: the router's per-view state (`_FleetView`) shared by the simulated routers.
 Each router reads the simulated clock for its local records and local popularity
 (`SessionRouter(clock=...)`).
 """
