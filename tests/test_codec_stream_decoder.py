@@ -132,10 +132,12 @@ def test_windows_ramp_up_with_the_listeners_buffer() -> None:
     clock.now += 2.0  # the listener ran dry: size no longer matters, every ready frame goes
     assert [w.emitted_frames for w in dec.poll()] == [13]
     # The listener stalled from 0.853 s to 2.0 s and resumed with those 13 frames (1109 ms).
-    # Past the ramp (23 frames emitted), a short buffer (163 ms at 2.947 s) no longer
-    # shrinks windows: every ready frame goes, 16 per window.
+    # Past the ramp (23 frames emitted), a short buffer (163 ms at 2.947 s) still sizes
+    # the window to it: 163/2/10 - 5 = 3 frames, not all 20 ready (a 250 ms decode).
     clock.now = 2.947
-    assert [w.emitted_frames for w in dec.push(seq[25:45])] == [16, 4]
+    assert [w.emitted_frames for w in dec.push(seq[25:45])] == [3]
+    clock.now += 2.0  # dry again: every ready frame goes, 16 per window
+    assert [w.emitted_frames for w in dec.poll()] == [16, 1]
 
 
 def test_a_flush_during_the_ramp_starts_small() -> None:
@@ -224,3 +226,21 @@ def test_bad_input_is_rejected_clearly() -> None:
     dec.finish()
     with pytest.raises(RuntimeError, match="finish"):
         dec.push(np.zeros(7, dtype=np.int64))
+
+
+def test_a_slow_decoder_waits_for_a_window_that_keeps_up_unless_the_listener_would_starve() -> None:
+    """At 35 ms per decoded frame a 1-frame window (6 frames decoded: 210 ms) plays 85 ms:
+    every such window puts the stream further behind. The fewest frames whose audio
+    outlasts their decode by 1.25x is 6; smaller windows wait while the buffer covers it."""
+    clock = FakeClock()
+    dec = SentOnEmission(clock, first_emit_frames=5, max_emit_frames=16)
+    seq = frames(40)
+    (first,) = dec.push(seq[:7])
+    assert first.emitted_frames == 5  # the listener has 427 ms
+    dec.decode_ms_per_frame = 35.0
+    assert dec.min_window() == 6
+    assert dec.push(seq[7:9]) == []  # 2 ready: 427 ms covers a 6-frame window (385 ms)
+    assert [w.emitted_frames for w in dec.push(seq[9:13])] == [6]
+    assert dec.push(seq[13:15]) == []  # 2 ready, 939 ms buffered: held
+    clock.now += 0.6  # 339 ms left: no longer covers a 6-frame window, so the 2 go now
+    assert [w.emitted_frames for w in dec.poll()] == [2]
