@@ -210,8 +210,11 @@ class SnacDecodeBatcher:
     def _next_batch(self, lane: _Lane, urgent_only: bool = False) -> list[_Job]:
         """The most urgent jobs first: first audio, then near-underrun, then everything.
 
-        A call is capped at `max_batch_frames` so an urgent window that arrives while a
-        batch decodes waits for at most one bounded call.
+        A call takes only windows shaped like its most urgent one: they share one pass,
+        while a window of another shape would decode after them in the same call (a
+        3-frame window once waited 762 ms behind a 12-frame one that way). A call is capped
+        at `max_batch_frames` so an urgent window that arrives while a batch decodes
+        waits for at most one bounded call.
         """
         live = sorted((j for j in lane.queue if not j.future.done()), key=_Job.urgency)
         first_audio = [j for j in live if j.decode_class is DecodeClass.FIRST_AUDIO]
@@ -223,6 +226,8 @@ class SnacDecodeBatcher:
                 or frames + job.window.num_frames > self.max_batch_frames
             ):
                 break
+            if jobs and job.window.shape != jobs[0].window.shape:
+                continue  # would run after the others in the same call: left for a worker
             jobs.append(job)
             frames += job.window.num_frames
         taken = {id(j) for j in jobs}

@@ -47,7 +47,7 @@ class SnacDecoder:
         """Samples kept by each window, in input order; same-shape windows share one pass."""
         groups: dict[tuple[int, int, int], list[int]] = defaultdict(list)
         for i, w in enumerate(windows):
-            groups[(w.num_frames, w.keep_start, w.keep_end)].append(i)
+            groups[w.shape].append(i)
         out: list[np.ndarray] = [np.empty(0, np.float32)] * len(windows)
         for (_, keep_start, keep_end), indices in groups.items():
             audio = self._decode([windows[i].frames for i in indices], keep_start, keep_end)

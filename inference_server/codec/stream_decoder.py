@@ -68,6 +68,11 @@ class DecodeWindow:
         return len(self.frames)
 
     @property
+    def shape(self) -> tuple[int, int, int]:
+        """Windows of one shape decode together in one pass (`SnacDecoder.decode_windows`)."""
+        return self.num_frames, self.keep_start, self.keep_end
+
+    @property
     def emitted_frames(self) -> int:
         return (self.keep_end - self.keep_start) // SAMPLES_PER_FRAME
 
