@@ -215,3 +215,30 @@ async def test_bulk_decode_yields_to_a_first_audio_race(decoder: SnacDecoder) ->
         with batcher.first_audio_race():  # a race that never ends holds bulk only so long
             await asyncio.wait_for(batcher.decode(window, listening(5_000.0)), timeout=10)
         assert batcher.batches == 3
+
+
+class RecordingDecoder(SnacDecoder):
+    """The real decoder, recording the window sizes of each call."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__(model)
+        self.calls: list[list[int]] = []
+
+    def decode_windows(self, windows: list[DecodeWindow]) -> list[np.ndarray]:
+        self.calls.append([w.num_frames for w in windows])
+        return super().decode_windows(windows)
+
+
+async def test_a_call_never_mixes_window_shapes(decoder: SnacDecoder) -> None:
+    """Mixed shapes would decode one after another inside one call: the small window
+    would wait for the big one. Same-shape windows still share a call."""
+    recording = RecordingDecoder(decoder.model)
+    small = [DecodeWindow(random_frames(8, seed=s), 3 * SPF, 6 * SPF, 3) for s in (1, 2)]
+    big = DecodeWindow(random_frames(17, seed=3), 3 * SPF, 15 * SPF, 3)
+    async with SnacDecodeBatcher(recording, workers=1, express_worker=False) as batcher:
+        await asyncio.gather(
+            batcher.decode(small[0], listening(2000.0)),
+            batcher.decode(big, listening(1000.0)),  # the most urgent: decodes first
+            batcher.decode(small[1], listening(3000.0)),
+        )
+    assert recording.calls == [[17], [8, 8]]
