@@ -6,8 +6,9 @@
 2. What the node's scheduling keeps real time: a node with pacing on that admits every
    session, offered round(f * C) concurrent sessions for each fraction f (each session
    is one real-time listener, back-to-back utterances): streaming viability
-   (bench/load.py's definition) and TTFA p50/p99. The most sessions at which it and
-   every smaller load stayed viable (>= 0.99) is the node's `--realtime-streams`.
+   (bench/load.py's definition) and TTFA p50/p99. Then 1, 2, 3... sessions on the same
+   node until one count is not viable (>= 0.99): the last viable count is the node's
+   `--realtime-streams`.
 3. The node as deployed: the same sweep on a node started with that
    `--realtime-streams`: viability of the admitted streams, and how many sessions were
    refused and how fast (RESOURCE_EXHAUSTED).
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -103,31 +105,30 @@ async def offer(address: str, fraction: float, sessions: int, utterances: int) -
     return result
 
 
-def sweep(node: ServerProcess, fractions: list[float], capacity: float, utterances: int) -> list:
+def sweep(address: str, fractions: list[float], capacity: float, utterances: int) -> list:
     """One session alone, then round(f * capacity) sessions for each fraction f."""
-    node.start()
-    try:
-        one = asyncio.run(offer(node.address, 0.0, 1, utterances))
-        ttfa_one = percentile(sorted(u.ttfa_ms for u in one.utterances), 50)
-        rows = [one.summary(ttfa_one)]
-        for fraction in fractions:
-            sessions = max(1, round(fraction * capacity))
-            offered = asyncio.run(offer(node.address, fraction, sessions, utterances))
-            rows.append(offered.summary(ttfa_one))
-            print(rows[-1], flush=True)
-    finally:
-        node.stop()
+    one = asyncio.run(offer(address, 0.0, 1, utterances))
+    ttfa_one = percentile(sorted(u.ttfa_ms for u in one.utterances), 50)
+    rows = [one.summary(ttfa_one)]
+    for fraction in fractions:
+        sessions = max(1, round(fraction * capacity))
+        offered = asyncio.run(offer(address, fraction, sessions, utterances))
+        rows.append(offered.summary(ttfa_one))
+        print(rows[-1], flush=True)
     return rows
 
 
-def realtime_streams(rows: list[dict]) -> int:
-    """The most sessions at which this load and every smaller one stayed viable."""
-    kept = 0
-    for row in sorted(rows, key=lambda r: r["sessions"]):
-        if row["streaming_viability"] < VIABLE:
-            break
-        kept = row["sessions"]
-    return kept
+def realtime_streams(address: str, utterances: int, capacity: float) -> tuple[int, list]:
+    """1, 2, 3... concurrent sessions until one count is not viable: the last viable one,
+    and every count's row."""
+    rows = []
+    for sessions in range(1, max(2, math.ceil(2 * capacity)) + 1):
+        offered = asyncio.run(offer(address, sessions / capacity, sessions, utterances))
+        rows.append(offered.summary(None))
+        print(f"{sessions} sessions: viability {rows[-1]['streaming_viability']:.2f}", flush=True)
+        if rows[-1]["streaming_viability"] < VIABLE:
+            return sessions - 1, rows
+    return len(rows), rows
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -143,19 +144,28 @@ def main(argv: list[str] | None = None) -> int:
     capacity = measure_capacity(args.saturate, 1400, logs)
     print(f"capacity: {capacity:.2f} audio s per wall s", flush=True)
     fractions = [float(x) for x in args.fractions.split(",")]
-    admit_all = ServerProcess(logs / "admit-all.log", extra_args=ADMIT_ALL)
-    scheduling = sweep(admit_all, fractions, capacity, args.utterances)
-    streams = realtime_streams(scheduling)
+    admit_all = ServerProcess(logs / "admit-all.log", extra_args=ADMIT_ALL).start()
+    try:
+        scheduling = sweep(admit_all.address, fractions, capacity, args.utterances)
+        streams, by_count = realtime_streams(admit_all.address, args.utterances, capacity)
+    finally:
+        admit_all.stop()
     print(f"realtime streams: {streams}", flush=True)
     deployed_args = ("--realtime-streams", str(streams)) if streams else ()
-    deployed = ServerProcess(logs / "node.log", extra_args=deployed_args)
+    deployed = ServerProcess(logs / "node.log", extra_args=deployed_args).start()
+    try:
+        offered = sweep(deployed.address, fractions, capacity, args.utterances)
+    finally:
+        deployed.stop()
     write_json(
         "capacity",
         {
             "capacity_audio_s_per_wall_s": capacity,
             "realtime_streams": streams,
+            "realtime_fraction_of_capacity": streams / capacity,
             "admitting_all": scheduling,
-            "offered": sweep(deployed, fractions, capacity, args.utterances),
+            "admitting_all_by_sessions": by_count,
+            "offered": offered,
         },
     )
     return 0

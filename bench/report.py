@@ -235,9 +235,9 @@ def _capacity_rows(cap: dict) -> list[tuple[str, str, str]]:
     deployed with the --realtime-streams that sweep measured."""
     rows = []
     sweeps = [("admitting every session", cap.get("admitting_all"))]
-    sweeps.append(
-        (f"as deployed, --realtime-streams {cap.get('realtime_streams', 0)}", cap["offered"])
-    )
+    streams = cap.get("realtime_streams", 0)
+    share = f" ({cap['realtime_fraction_of_capacity']:.2f} of capacity)" if streams else ""
+    sweeps.append((f"as deployed, --realtime-streams {streams}{share}", cap["offered"]))
     for label, sweep in sweeps:
         if not sweep:
             continue
