@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable, Sequence
 
 import numpy as np
@@ -18,7 +19,7 @@ from inference_server.engine.torch_engine import TorchEngine
 from inference_server.orpheus.tokens import SAMPLE_RATE, SAMPLES_PER_FRAME
 from inference_server.service.messages import ResponseEncoder
 from inference_server.session.events import AudioOut, ProgressOut, SegmentOut
-from inference_server.session.options import SessionOptions
+from inference_server.session.options import DEFAULT_SESSION_OPTIONS, SessionOptions
 from inference_server.session.synthesis import SynthesisSession, Voice
 
 SILENT_MS = 600
@@ -58,6 +59,30 @@ async def run_session(
     engine_class: type[TorchEngine] = TorchEngine,
     sampling: SamplingConfig = GREEDY_SHORT,
 ) -> list:
+    options = options or SessionOptions(trim_head_silence=trim)
+    async with session_on(parts, options, snac_decoder, engine_class, sampling) as (
+        session,
+        engine,
+    ):
+        for text in texts:
+            session.add_text(text)
+        session.end_input()
+        events = []
+        async for event in session.events():
+            on_event(event, engine)
+            events.append(event)
+        return events
+
+
+@contextlib.asynccontextmanager
+async def session_on(
+    parts: tuple,
+    options: SessionOptions = DEFAULT_SESSION_OPTIONS,
+    snac_decoder: type[SnacDecoder] = SnacDecoder,
+    engine_class: type[TorchEngine] = TorchEngine,
+    sampling: SamplingConfig = GREEDY_SHORT,
+) -> AsyncIterator[tuple[SynthesisSession, TorchEngine]]:
+    """A session on its own real engine and decode batcher, both closed on exit."""
     model, tokenizer, snac = parts
     engine = engine_class(model)
     await engine.start()
@@ -69,17 +94,10 @@ async def run_session(
         tokenizer=tokenizer,
         decoder=decoder,
         sampling=sampling,
-        options=options or SessionOptions(trim_head_silence=trim),
+        options=options,
     )
-    for text in texts:
-        session.add_text(text)
-    session.end_input()
-    events = []
     try:
-        async for event in session.events():
-            on_event(event, engine)
-            events.append(event)
-        return events
+        yield session, engine
     finally:
         await decoder.close()
         await engine.close()
@@ -166,20 +184,8 @@ async def test_unknown_tags_never_reach_the_prompt_and_are_counted(model_parts: 
 async def test_a_session_is_idle_only_between_turns(model_parts: tuple) -> None:
     """Admission counts the sessions that speak: a new one, and one with text to speak,
     speak; one whose segment is done and that waits for its next text is idle."""
-    model, tokenizer, snac = model_parts
-    engine = TorchEngine(model)
-    await engine.start()
-    decoder = SnacDecodeBatcher(SnacDecoder(snac))
-    session = SynthesisSession(
-        "turns",
-        Voice("tara"),
-        engine=engine,
-        tokenizer=tokenizer,
-        decoder=decoder,
-        sampling=GREEDY_SHORT,
-    )
     idle_at: list[tuple[str, bool]] = []
-    try:
+    async with session_on(model_parts) as (session, _):
         assert not session.idle  # just opened: about to speak
         session.add_text("First turn.", "t1")
         session.flush("t1")
@@ -197,7 +203,4 @@ async def test_a_session_is_idle_only_between_turns(model_parts: tuple) -> None:
         assert not session.idle
         async for _ in events:
             pass
-    finally:
-        await decoder.close()
-        await engine.close()
     assert idle_at and not any(idle for _, idle in idle_at)  # never idle while speaking
