@@ -180,7 +180,8 @@ class SnacStreamDecoder:
     def _worth_waiting(self, pending: int, lead: float) -> bool:
         """Fewer frames than `min_window` are ready, and the listener's buffer still covers
         decoding a window of that size once they are: wait for them."""
-        return 0 < pending < self.min_window() and lead > self._window_cost_ms(self.min_window())
+        smallest = self.min_window()
+        return 0 < pending < smallest and lead > self._window_cost_ms(smallest)
 
     def _affordable(self, pending: int, lead: float) -> int:
         """Of `pending` frames, those whose decode takes at most half the listener's buffer,
