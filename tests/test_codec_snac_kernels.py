@@ -11,6 +11,7 @@ from torch import nn
 from inference_server.codec.snac_decoder import SnacDecoder
 from inference_server.codec.snac_kernels import (
     InPlaceSnake1d,
+    PackedConvTranspose1d,
     ShiftedDepthwiseConv1d,
     use_fast_kernels,
 )
@@ -53,6 +54,23 @@ def test_shifted_depthwise_equals_conv1d(dilation: int) -> None:
     x = torch.randn(3, 8, 300)
     with torch.inference_mode():
         torch.testing.assert_close(ShiftedDepthwiseConv1d(conv)(x), conv(x), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("stride", [8, 3])
+def test_packed_conv_transpose_equals_conv_transpose(stride: int) -> None:
+    conv = nn.ConvTranspose1d(
+        32, 16, 2 * stride, stride, padding=-(-stride // 2), output_padding=stride % 2
+    )
+    x = torch.randn(3, 32, 21)
+    with torch.inference_mode():
+        torch.testing.assert_close(PackedConvTranspose1d(conv)(x), conv(x), atol=1e-5, rtol=0)
+
+
+def test_only_the_big_upsampler_is_packed(fast: nn.Module) -> None:
+    packed = [m for m in fast.decoder.modules() if isinstance(m, PackedConvTranspose1d)]
+    stock_form = [m for m in fast.decoder.modules() if isinstance(m, nn.ConvTranspose1d)]
+    assert [m.weight.shape[:2] for m in packed] == [(1024, 512)]
+    assert len(stock_form) == 3
 
 
 def test_only_matching_layers_are_swapped() -> None:

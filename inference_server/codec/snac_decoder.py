@@ -14,7 +14,7 @@ from torch import nn
 
 from ..orpheus.codes import frames_to_codes
 from ..orpheus.tokens import SAMPLES_PER_FRAME
-from .snac_kernels import ShiftedDepthwiseConv1d
+from .snac_kernels import PackedConvTranspose1d, ShiftedDepthwiseConv1d
 from .stream_decoder import DecodeWindow
 
 
@@ -93,7 +93,7 @@ def _reach(layer: nn.Module, scale: int) -> tuple[int, int]:
     """Samples either side an output of `layer` can depend on; and its output scale."""
     reach = 0
     for module in layer.modules():
-        if isinstance(module, nn.ConvTranspose1d):
+        if isinstance(module, nn.ConvTranspose1d | PackedConvTranspose1d):
             reach += math.ceil(module.kernel_size[0] / module.stride[0]) * scale
             scale //= module.stride[0]
         elif isinstance(module, nn.Conv1d | ShiftedDepthwiseConv1d):

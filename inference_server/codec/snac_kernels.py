@@ -7,6 +7,14 @@ convolution takes 10-12 ms where seven shifted multiply-adds take 2.6-3.1 ms. Bo
 give bitwise-equal or 1-ulp results, so streamed and full decodes keep matching the
 stock model (tests/test_codec_snac_kernels.py). Snake and the dilated convolutions
 are about half of a decode's time.
+
+oneDNN's transposed convolution reorders its weight on every call. For the first
+upsampler (1024 -> 512 channels, kernel 16: a 33 MB weight) that is a fixed 25-30 ms
+per call whatever the length, most of a small streaming window's decode (a 1-frame
+window took 70 ms, 38 of them in this one layer). As a matrix product against a
+weight packed once, then an overlap-add, it takes 8 ms at a 1-frame window's 22
+positions and 18 ms at a 16-frame window's 82 (42 ms before). The smaller upsamplers'
+weights reorder quickly, and there oneDNN is as fast or faster, so they stay.
 """
 
 from __future__ import annotations
@@ -53,8 +61,41 @@ class ShiftedDepthwiseConv1d(nn.Module):
         return out
 
 
+class PackedConvTranspose1d(nn.Module):
+    """A ConvTranspose1d with kernel = 2 x stride as one packed matrix product plus an
+    overlap-add: each input position writes two stride-long blocks of output."""
+
+    def __init__(self, conv: nn.ConvTranspose1d) -> None:
+        super().__init__()
+        in_channels, out_channels, kernel = conv.weight.shape
+        self.kernel_size, self.stride = conv.kernel_size, conv.stride  # read by the crop's reach
+        self.padding = conv.padding[0]
+        self.output_padding = conv.output_padding[0]
+        self.out_channels = out_channels
+        self.weight = conv.weight  # kept: the model's parameters and state dict stay SNAC's
+        matrix = conv.weight.detach().permute(1, 2, 0).reshape(out_channels * kernel, in_channels)
+        self.register_buffer("packed", matrix.contiguous().to_mkldnn(), persistent=False)
+        self.bias = conv.bias
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, in_channels, length = x.shape
+        stride, channels = self.stride[0], self.out_channels
+        rows = x.transpose(1, 2).reshape(batch * length, in_channels).to_mkldnn()
+        blocks = torch._C._nn.mkldnn_linear(rows, self.packed, None).to_dense()
+        blocks = blocks.view(batch, length, channels, 2, stride)
+        out = x.new_empty(batch, length + 1, channels, stride)
+        out[:, :length] = blocks[:, :, :, 0]
+        out[:, length].zero_()
+        out[:, 1:] += blocks[:, :, :, 1]
+        out = out.permute(0, 2, 1, 3).reshape(batch, channels, (length + 1) * stride)
+        size = (length - 1) * stride - 2 * self.padding + 2 * stride + self.output_padding
+        out = out[..., self.padding : self.padding + size]
+        return out if self.bias is None else out + self.bias.unsqueeze(-1)
+
+
 def use_fast_kernels(model: nn.Module) -> int:
-    """Swap SNAC's snakes and dilated depthwise convolutions in place; return the count."""
+    """Swap SNAC's snakes, dilated depthwise convolutions and its big upsampler in place;
+    return the count."""
     swapped = 0
     for parent in list(model.modules()):
         for name, child in parent.named_children():
@@ -70,7 +111,23 @@ def _fast_form(module: nn.Module) -> nn.Module | None:
         return InPlaceSnake1d(module.alpha)
     if _is_dilated_same_depthwise(module):
         return ShiftedDepthwiseConv1d(module)
+    if _is_big_double_stride_upsampler(module) and torch.backends.mkldnn.is_available():
+        return PackedConvTranspose1d(module)
     return None
+
+
+PACKED_MIN_WEIGHTS = 1 << 22  # 16 MB of float32: where oneDNN's per-call reorder shows
+
+
+def _is_big_double_stride_upsampler(module: nn.Module) -> bool:
+    return (
+        type(module) is nn.ConvTranspose1d
+        and module.groups == 1
+        and module.dilation == (1,)
+        and module.kernel_size[0] == 2 * module.stride[0]
+        and module.padding_mode == "zeros"
+        and module.weight.numel() >= PACKED_MIN_WEIGHTS
+    )
 
 
 def _is_dilated_same_depthwise(module: nn.Module) -> bool:
