@@ -19,6 +19,7 @@ weights reorder quickly, and there oneDNN is as fast or faster, so they stay.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from snac.layers import Snake1d
@@ -26,7 +27,13 @@ from torch import nn
 
 
 class InPlaceSnake1d(nn.Module):
-    """x + sin(alpha x)^2 / alpha, one temporary instead of four."""
+    """x + sin(alpha x)^2 / alpha, one temporary instead of four.
+
+    The sine is NumPy's: its float32 SIMD sine takes 2.1 ms on 2.1 M values here where
+    torch's takes 5.1 ms, and it is as close to a float64 snake (1.1e-6 at most on the
+    last block's activations, as torch's is). Sine is most of a snake's time, and snakes
+    a third of a decode's.
+    """
 
     def __init__(self, alpha: nn.Parameter) -> None:
         super().__init__()
@@ -34,7 +41,12 @@ class InPlaceSnake1d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         inv_alpha = (self.alpha + 1e-9).reciprocal()
-        out = torch.mul(x, self.alpha).sin_()
+        out = torch.mul(x, self.alpha)
+        if out.requires_grad or out.device.type != "cpu":
+            out.sin_()
+        else:
+            values = out.numpy()
+            np.sin(values, out=values)
         return out.square_().mul_(inv_alpha).add_(x)
 
 
