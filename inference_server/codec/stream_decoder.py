@@ -24,7 +24,7 @@ carry up to `max_emit_frames` frames: the context overhead is paid once per wind
 instead of once per frame, which is what brings decode cost per audio second far below
 the reference's.
 `min_lead_ms=0` emits every ready frame at once. The 500 ms default leaves room for a
-16-frame window's decode on one busy CPU thread (about 280 ms alone here, with the
+16-frame window's decode on one busy CPU thread (about 260 ms alone here, with the
 cropped decode of `SnacDecoder`, and more while other streams decode) after the lead
 dips below it (2 sessions over gRPC, 6 utterances: at 300 ms 3 underran, by 92-153 ms;
 at 500 ms 1, by 447 ms); bench/bench_snac_decode.py reports the cost and underruns.
