@@ -261,14 +261,29 @@ def _viability(row: dict) -> str:
     return f"{row['streaming_viability']:.2f}" + (refused if row["refused"] else "")
 
 
+def _when() -> str:
+    """The results' dates: one `make bench` run writes them all on one day; a benchmark
+    rerun on its own since then shows as a range."""
+    dates = sorted(
+        data["date"]
+        for path in RESULTS.glob("*.json")
+        if isinstance(data := json.loads(path.read_text()), dict) and "date" in data
+    )
+    if not dates:
+        return "?"
+    if dates[0][:10] == dates[-1][:10]:
+        return f"{dates[-1]}, one run"
+    return f"from {dates[0]} to {dates[-1]} (benchmarks rerun on their own since)"
+
+
 def render() -> str:
     engine = _load("engine") or _load("concurrency") or {}
     machine = engine.get("machine", {})
     lines = [
         BEGIN,
-        f"Measured {engine.get('date', '?')} on {machine.get('cpus', '?')} CPUs "
+        f"Measured {_when()} on {machine.get('cpus', '?')} CPUs "
         f"({machine.get('processor', '?')}, {machine.get('platform', '?')}), tiny-random + random "
-        "SNAC, one run; shared machine, so read the ratios.",
+        "SNAC; shared machine, so read the ratios.",
         "",
         "| measurement | figure | ratio |",
         "|---|---|---|",
