@@ -92,6 +92,7 @@ def summarise(sim: FleetSim) -> dict[str, Any]:
         "lora_disk_first_loads": out.lora["disk"],  # the voice's first load on that node
         "lora_disk_first_loads_off_home_set": out.lora["disk_off_home_set"],
         "lora_disk_reloads": out.lora["disk_again"],  # evicted from host memory since
+        "lora_disk_reads_before_text": out.lora["disk_read_before_text"],  # session lead
         "lora_slot_waits": out.lora_waits,
         "load_mean_streams_per_node": float(samples[:, 1].mean()),
         "load_max_over_mean": float(ratio.mean()),

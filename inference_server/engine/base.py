@@ -114,3 +114,8 @@ class Engine(abc.ABC):
     def loaded_adapters(self) -> frozenset[str]:
         """LoRA voices resident in memory right now."""
         return frozenset()
+
+    async def prepare(self, adapter: str) -> None:
+        """Load a LoRA voice's weights ahead of its first request (a session just opened
+        with it); raises what that request would. Without adapters: nothing to do."""
+        return None

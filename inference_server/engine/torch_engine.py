@@ -169,11 +169,7 @@ class TorchEngine(Engine):
             raise ValueError(f"duplicate request id {request.request_id!r}")
         check_prompt(request, self._base_model.config.vocab_size)
         if request.adapter is not None:
-            if self._lora is None:
-                raise AdapterLoadError(
-                    f"voice {request.adapter!r} needs LoRA support, which is off"
-                )
-            await self._lora.prefetch(request.adapter)  # disk read off the step thread
+            await self.prepare(request.adapter)  # disk read off the step thread
         sampler = RowSampler(request.sampling)
         sampler.note_context(request.prompt_ids)
         live = _Live(request, sampler)
@@ -186,6 +182,11 @@ class TorchEngine(Engine):
                 yield tokens
         finally:
             self.abort(request.request_id)
+
+    async def prepare(self, adapter: str) -> None:
+        if self._lora is None:
+            raise AdapterLoadError(f"voice {adapter!r} needs LoRA support, which is off")
+        await self._lora.prefetch(adapter)
 
     @staticmethod
     async def _drain(live: _Live) -> list[int] | None:

@@ -215,6 +215,11 @@ class VllmEngine(Engine):
             if request.adapter is not None:
                 await asyncio.shield(self._refresh_resident())
 
+    async def prepare(self, adapter: str) -> None:
+        """Checks the voice and has vLLM load it into its host-memory LoRA cache."""
+        self._require_started()
+        await self._check_adapter(adapter, self._lora_request(adapter))
+
     def abort(self, request_id: str) -> None:
         if request_id in self._live and self._client is not None:
             self._spawn(self._client.abort(request_id))
