@@ -113,6 +113,16 @@ async def test_prefetch_reads_off_thread_then_resolve_attaches(adapters: dict[st
     torch.testing.assert_close(logits, alone_logits(None, ids), rtol=1e-4, atol=1e-4)
 
 
+async def test_adapters_read_ahead_are_bounded_by_max_loaded(adapters: dict[str, Path]) -> None:
+    cache = LoraAdapterCache(load_causal_lm("tiny-random"), max_loaded=2, locate=adapters.get)
+    for name in ("ava", "bob", "cy"):  # three sessions opened, none has spoken yet
+        await cache.prefetch(name)
+    await cache.prefetch("ava")  # the oldest read was dropped: read again
+    assert cache.misses == 4 and cache.hits == 0
+    await cache.prefetch("cy")  # the newest is still there
+    assert cache.hits == 1
+
+
 async def test_broken_adapter_is_a_clear_error_and_cache_keeps_working(
     adapters: dict[str, Path], tmp_path: Path
 ) -> None:

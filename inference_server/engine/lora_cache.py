@@ -151,6 +151,10 @@ class LoraAdapterCache:
             staged = await asyncio.to_thread(read_adapter, name, path or self._path(name), self.fit)
             with self._lock:
                 self._staged[name] = staged
+                # Sessions warm their voice as they open; ones that never speak must not
+                # pile adapters up in memory: keep the newest `max_loaded` read ahead.
+                while len(self._staged) > self.max_loaded:
+                    del self._staged[next(iter(self._staged))]
                 self.misses += 1
             future.set_result(None)
         except BaseException as exc:
