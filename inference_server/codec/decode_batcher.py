@@ -91,7 +91,7 @@ class SnacDecodeBatcher:
         self.max_batch_windows = max_batch_windows
         self.max_batch_frames = max_batch_frames
         self.max_bulk_hold_s = max_bulk_hold_s
-        self.ms_per_frame = 0.0  # moving average of decode wall time per input frame
+        self.ms_per_frame = 0.0  # moving average of decode wall time per `cost_frames`
         self.batches = 0  # decode calls made
         self.windows = 0  # windows decoded
         self._bulk = _Lane(_executor("snac-decode", workers, threads_per_worker, bulk_nice))
@@ -106,6 +106,11 @@ class SnacDecodeBatcher:
         self._tasks: list[asyncio.Task[None]] | None = None
         self._inflight: dict[str, list[_Job]] = {}
         self._closed = False
+
+    @property
+    def incremental(self) -> bool:
+        """Whether a stream's windows should carry a `CodecState` (`SnacDecoder.incremental`)."""
+        return self.decoder.incremental
 
     def start(self) -> None:
         """Start the worker tasks on the running loop (decode() does it lazily too)."""
@@ -269,7 +274,7 @@ class SnacDecodeBatcher:
                     job.future.set_result(pcm)
 
     def _record(self, windows: list[DecodeWindow], seconds: float) -> None:
-        cost = 1000 * seconds / sum(w.num_frames for w in windows)
+        cost = 1000 * seconds / sum(w.cost_frames for w in windows)
         self.ms_per_frame = cost if not self.batches else 0.8 * self.ms_per_frame + 0.2 * cost
         self.batches += 1
         self.windows += len(windows)

@@ -10,11 +10,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from snac import SNAC
+from snac.layers import DecoderBlock
 from torch import nn
 
 from ..orpheus.codes import frames_to_codes
 from ..orpheus.tokens import SAMPLES_PER_FRAME
 from .snac_kernels import PackedConvTranspose1d, ShiftedDepthwiseConv1d
+from .snac_stream import StreamingLayer, StreamState, UnsupportedLayer, streaming
 from .stream_decoder import DecodeWindow
 
 
@@ -38,17 +40,34 @@ class SnacDecoder:
     are the same as an uncropped decode of the window (tests compare both).
     """
 
-    def __init__(self, model: SNAC) -> None:
+    def __init__(self, model: SNAC, *, incremental: bool | None = None) -> None:
+        """`incremental`: decode the windows of a stream that carry a `CodecState` with
+        `snac_stream`'s per-stream state (each frame decoded once) instead of windowed
+        (its context frames again per window). Default: on CPU, where a call costs its
+        frames; a GPU decodes many streams' windows in one batched pass instead."""
         self.model = model.eval()
         self.device = next(model.parameters()).device
         self._stages = _stages(model)
+        self._latent_channels = model.quantizer.quantizers[0].out_proj.out_channels
+        if incremental is None:
+            incremental = self.device.type == "cpu"
+        self._incremental = _incremental_layers(model) if incremental else None
+
+    @property
+    def incremental(self) -> bool:
+        """Windows with a `CodecState` decode incrementally (their stream's state kept)."""
+        return self._incremental is not None
 
     def decode_windows(self, windows: Sequence[DecodeWindow]) -> list[np.ndarray]:
-        """Samples kept by each window, in input order; same-shape windows share one pass."""
+        """Samples kept by each window, in input order; same-shape windows share one pass
+        (a window of an incrementally decoded stream decodes alone)."""
         groups: dict[tuple[int, int, int], list[int]] = defaultdict(list)
-        for i, w in enumerate(windows):
-            groups[w.shape].append(i)
         out: list[np.ndarray] = [np.empty(0, np.float32)] * len(windows)
+        for i, w in enumerate(windows):
+            if w.codec is not None and self._incremental is not None:
+                out[i] = self._decode_incremental(w)
+            else:
+                groups[w.shape].append(i)
         for (_, keep_start, keep_end), indices in groups.items():
             audio = self._decode([windows[i].frames for i in indices], keep_start, keep_end)
             for row, i in enumerate(indices):
@@ -75,9 +94,81 @@ class SnacDecoder:
                 offset += lo * step
         return x[:, 0, keep_start - offset : keep_end - offset].float().cpu().numpy()
 
+    def _decode_incremental(self, window: DecodeWindow) -> np.ndarray:
+        assert window.codec is not None and self._incremental is not None
+        first = window.frames_start
+        state = window.codec.state
+        if state is None:
+            state = window.codec.state = StreamState.starting_at(
+                first, window.keep_start, len(self._stages)
+            )
+        assert isinstance(state, StreamState)
+        new_from = state.origin + state.frames_in  # the stream's next frame not yet decoded
+        shift = (first - state.origin) * SAMPLES_PER_FRAME
+        start, end = shift + window.keep_start, shift + window.keep_end
+        if start != state.handed_out or not first <= new_from <= first + window.num_frames:
+            raise RuntimeError(
+                f"a stream's windows decode in order: this one keeps samples from {start}, "
+                f"the last one ended at {state.handed_out}"
+            )
+        state.handed_out = end
+        with torch.inference_mode():
+            provisional = self._advance(state, window.frames[new_from - first :], end)
+            audio = self._take(state, provisional, start, end)
+        return audio.float().cpu().numpy()
+
+    def _advance(self, state: StreamState, frames: np.ndarray, end: int) -> torch.Tensor:
+        """Run the new frames through every layer and commit what they complete; return
+        the provisional samples after the committed ones, up to `end`, as a decode of
+        the frames so far would end them. Each layer's provisional outputs are cropped to
+        what the layers after it need for `end` (`_Stage.reach_after`)."""
+        assert self._incremental is not None
+        if len(frames):
+            books = frames_to_codes(frames)
+            x = self.model.quantizer.from_codes([torch.from_numpy(b[None]) for b in books])
+        else:
+            x = torch.empty(1, self._latent_channels, 0)
+        x, done = x.to(self.device), x.shape[-1]
+        for i, (stage, layer) in enumerate(zip(self._stages, self._incremental, strict=True)):
+            x, done, state.layers[i] = layer.run(state.layers[i], x, done)
+            needed = -(-(end + stage.reach_after) // stage.samples_per_position)
+            x = x[..., : max(done, needed - state.produced[i])]
+            state.produced[i] += done
+        state.committed = torch.cat([state.committed.to(x), x[0, 0, :done]])
+        state.frames_in += len(frames)
+        return x[0, 0, done:]
+
+    def _take(self, state: StreamState, provisional: torch.Tensor, start: int, end: int):
+        """Samples [start, end) of the stream: committed ones, then provisional ones."""
+        final = state.produced[-1]
+        kept = [state.committed[start - state.committed_from : end - state.committed_from]]
+        if end > final:
+            kept.append(provisional[max(0, start - final) : end - final])
+        cut = max(state.committed_from, min(end, final))
+        state.committed = state.committed[cut - state.committed_from :]
+        state.committed_from = cut
+        return torch.cat(kept)
+
+
+def _layers(model: SNAC) -> list[nn.Module]:
+    """The decoder's layers, each upsampling block's own layers one by one: a crop after
+    each residual unit, not only after each block, keeps a small window's right edge
+    small (block 1's units once ran on 67 positions for the 14 that were kept)."""
+    layers: list[nn.Module] = []
+    for layer in model.decoder.model:
+        layers.extend(layer.block if isinstance(layer, DecoderBlock) else [layer])
+    return layers
+
+
+def _incremental_layers(model: SNAC) -> list[StreamingLayer] | None:
+    try:
+        return [streaming(layer) for layer in _layers(model)]
+    except UnsupportedLayer:
+        return None
+
 
 def _stages(model: SNAC) -> list[_Stage]:
-    layers = list(model.decoder.model)
+    layers = _layers(model)
     scale = int(model.hop_length)  # samples per latent position
     scales, reaches = [], []
     for layer in layers:

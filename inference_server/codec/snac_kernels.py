@@ -61,8 +61,11 @@ class ShiftedDepthwiseConv1d(nn.Module):
         self.padding = conv.padding[0]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        length = x.shape[-1]
-        padded = F.pad(x, (self.padding, self.padding))
+        return self.valid(F.pad(x, (self.padding, self.padding)))
+
+    def valid(self, padded: torch.Tensor) -> torch.Tensor:
+        """The convolution of an already padded input (no padding of its own)."""
+        length = padded.shape[-1] - 2 * self.padding
         taps = self.weight[:, 0, :].unsqueeze(-1)  # (channels, kernel, 1)
         out = padded[..., :length] * taps[:, 0]
         for k in range(1, taps.shape[1]):
@@ -90,6 +93,13 @@ class PackedConvTranspose1d(nn.Module):
         self.bias = conv.bias
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        length, stride = x.shape[-1], self.stride[0]
+        size = (length - 1) * stride - 2 * self.padding + 2 * stride + self.output_padding
+        out = self.overlap_add(x)[..., self.padding : self.padding + size]
+        return out if self.bias is None else out + self.bias.unsqueeze(-1)
+
+    def overlap_add(self, x: torch.Tensor) -> torch.Tensor:
+        """The whole (length + 1) x stride output, before padding crops it and bias."""
         batch, in_channels, length = x.shape
         stride, channels = self.stride[0], self.out_channels
         rows = x.transpose(1, 2).reshape(batch * length, in_channels).to_mkldnn()
@@ -99,10 +109,7 @@ class PackedConvTranspose1d(nn.Module):
         out[:, :length] = blocks[:, :, :, 0]
         out[:, length].zero_()
         out[:, 1:] += blocks[:, :, :, 1]
-        out = out.permute(0, 2, 1, 3).reshape(batch, channels, (length + 1) * stride)
-        size = (length - 1) * stride - 2 * self.padding + 2 * stride + self.output_padding
-        out = out[..., self.padding : self.padding + size]
-        return out if self.bias is None else out + self.bias.unsqueeze(-1)
+        return out.permute(0, 2, 1, 3).reshape(batch, channels, (length + 1) * stride)
 
 
 def use_fast_kernels(model: nn.Module) -> int:

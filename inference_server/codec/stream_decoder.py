@@ -52,6 +52,19 @@ DEFAULT_RIGHT_CONTEXT = 2
 DEFAULT_MAX_EMIT_FRAMES = 16
 DEFAULT_MIN_LEAD_MS = 500.0
 KEEP_UP = 1.25  # a window's audio outlasts its decode by this much (see `min_window`)
+# An incrementally decoded window costs its new frames plus a provisional right edge of
+# about a frame (see codec/snac_stream.py), where a windowed one pays its whole context.
+INCREMENTAL_TAIL = 1
+
+
+class CodecState:
+    """Where the codec keeps a stream's decoder state from one window to the next (opaque
+    here: `codec/snac_stream.py`). Its windows then decode each frame once."""
+
+    __slots__ = ("state",)
+
+    def __init__(self) -> None:
+        self.state: object = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,10 +75,21 @@ class DecodeWindow:
     keep_start: int  # first sample to keep
     keep_end: int  # one past the last sample to keep
     first_frame: int  # stream index of the first emitted frame
+    codec: CodecState | None = None  # the stream's, when its windows decode incrementally
 
     @property
     def num_frames(self) -> int:
         return len(self.frames)
+
+    @property
+    def frames_start(self) -> int:
+        """Stream index of `frames[0]`."""
+        return self.first_frame - self.keep_start // SAMPLES_PER_FRAME
+
+    @property
+    def cost_frames(self) -> int:
+        """Frames' worth of decoding this window costs (`SnacDecodeBatcher.ms_per_frame`)."""
+        return self.num_frames if self.codec is None else self.emitted_frames + INCREMENTAL_TAIL
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -95,9 +119,13 @@ class SnacStreamDecoder:
         min_lead_ms: float = DEFAULT_MIN_LEAD_MS,
         first_emit_frames: int = 1,
         listener: Listener | None = None,
+        incremental: bool = False,
     ) -> None:
         """`listener`: the stream's, told by its owner what was sent (a session, after
-        decoding and trimming). Without one nothing is ever buffered: nothing is held."""
+        decoding and trimming). Without one nothing is ever buffered: nothing is held.
+        `incremental`: the windows carry one `CodecState`, so a decoder that keeps the
+        stream's state (`SnacDecoder.incremental`) decodes each frame once; the cost
+        model then charges a window its frames plus `INCREMENTAL_TAIL`, not its context."""
         if left_context < 0 or right_context < 0:
             raise ValueError(f"context must be >= 0, got left={left_context} right={right_context}")
         if not 1 <= first_emit_frames <= max_emit_frames:
@@ -117,6 +145,7 @@ class SnacStreamDecoder:
         # buffer outlasts decoding them, so a slow decoder starts its next window in time.
         self.decode_ms_per_frame = 0.0
         self.listener = listener or Listener()
+        self._codec = CodecState() if incremental else None
         self._frames: list[np.ndarray] = []
         self._emitted = 0
         self._primed = 0  # frames given by `prime`: context only, never emitted here
@@ -174,8 +203,8 @@ class SnacStreamDecoder:
             return 1
         if spare <= 0:
             return self.max_emit_frames
-        context = self.left_context + self.right_context
-        return min(self.max_emit_frames, max(1, math.ceil(KEEP_UP * context * cost / spare)))
+        overhead = self._overhead_frames
+        return min(self.max_emit_frames, max(1, math.ceil(KEEP_UP * overhead * cost / spare)))
 
     def _worth_waiting(self, pending: int, lead: float) -> bool:
         """Fewer frames than `min_window` are ready, and the listener's buffer still covers
@@ -197,12 +226,19 @@ class SnacStreamDecoder:
         after_first = self._emitted > self._primed
         if not after_first or lead <= 0 or self.decode_ms_per_frame <= 0:
             return pending
-        frames = int(lead / 2 / self.decode_ms_per_frame) - self.left_context - self.right_context
+        frames = int(lead / 2 / self.decode_ms_per_frame) - self._overhead_frames
         return min(pending, max(self.first_emit_frames, self.min_window(), frames))
 
     def _window_cost_ms(self, frames: int) -> float:
         """Expected decode time of a window emitting `frames` (0 until a cost is known)."""
-        return (frames + self.left_context + self.right_context) * self.decode_ms_per_frame
+        return (frames + self._overhead_frames) * self.decode_ms_per_frame
+
+    @property
+    def _overhead_frames(self) -> int:
+        """Frames' worth of decoding a window costs beyond the frames it emits."""
+        if self._codec is not None:
+            return INCREMENTAL_TAIL
+        return self.left_context + self.right_context
 
     def finish(self) -> list[DecodeWindow]:
         """End of the sequence: flush every remaining frame (no right context exists).
@@ -236,6 +272,7 @@ class SnacStreamDecoder:
             keep_start=(start - lo) * SAMPLES_PER_FRAME,
             keep_end=(end - lo) * SAMPLES_PER_FRAME,
             first_frame=start,
+            codec=self._codec,
         )
 
 

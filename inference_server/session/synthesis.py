@@ -316,7 +316,9 @@ class SynthesisSession:
         audio the listener already has.
         """
         decoder = SnacStreamDecoder(
-            first_emit_frames=self._options.first_chunk_frames, listener=self.listener
+            first_emit_frames=self._options.first_chunk_frames,
+            listener=self.listener,
+            incremental=self._decoder.incremental,
         )
         decoder.prime(chunk.heard)  # the new audio continues the heard frames' audio
         generation = chunk.generation
