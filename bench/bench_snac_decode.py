@@ -3,9 +3,10 @@
 The reference decodes the last 4 frames every time a frame arrives and keeps the 2nd
 (1 frame of left context, 2 of right; never emits frame 0 or the last 2 frames), with
 SNAC's own layer code and a full decode of the window, as the reference server does.
-Ours is `SnacStreamDecoder` (default config) + `SnacDecoder` (cropped decode, fast CPU
-kernels); `ours_stock_kernels` repeats ours with SNAC's layer code to show what the
-windowing alone is worth. Frames arrive on a simulated
+Ours is `SnacStreamDecoder` (default config) + `SnacDecoder` (on CPU incremental: each
+frame decoded once, codec/snac_stream.py; fast CPU kernels); `ours_stock_kernels` repeats
+ours with SNAC's layer code, `one_at_a_time_windowed` with the windowed decode (a window's
+context decoded again each time, as on a GPU). Frames arrive on a simulated
 clock at `--speed` x real time (one at a time, or in bursts); decode runs whenever
 windows are due and its measured CPU time (one thread) advances the clock, so holding,
 lead and underruns are those a single stream on one decode thread would see. The real
@@ -103,7 +104,7 @@ def arrival_times(n: int, speed: float, burst: int) -> np.ndarray:
 def run_ours(decoder: SnacDecoder, frames: np.ndarray, arrivals: np.ndarray, **cfg) -> Run:
     now = 0.0
     listener = Listener(Clock(now=lambda: now))  # on the simulated time below
-    stream = SnacStreamDecoder(listener=listener, **cfg)
+    stream = SnacStreamDecoder(listener=listener, **{"incremental": decoder.incremental, **cfg})
     run, i, n = Run(), 0, len(frames)
     while i < n or stream.frames_emitted < n:
         while i < n and arrivals[i] <= now:
@@ -187,6 +188,9 @@ def main() -> None:
         "bursts": run_ours(decoder, frames, bursts).summary(full),
         "one_at_a_time_no_hold": run_ours(decoder, frames, steady, min_lead_ms=0).summary(full),
         "one_at_a_time_stock_kernels": run_ours(stock, frames, steady).summary(full),
+        "one_at_a_time_windowed": run_ours(decoder, frames, steady, incremental=False).summary(
+            full
+        ),
     }
     ref_cpu = reference["cpu_s_per_audio_s"]
     result = {

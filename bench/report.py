@@ -43,7 +43,9 @@ def _rows() -> list[tuple[str, str, str]]:
                 f"{ratio['one_at_a_time']:.2f}x (frames one by one), "
                 f"{ratio['bursts']:.2f}x (bursts); "
                 f"{ratio.get('one_at_a_time_stock_kernels', float('nan')):.2f}x with SNAC's "
-                "own layer code (windows and crop alone)",
+                "own layer code; "
+                f"{ratio.get('one_at_a_time_windowed', float('nan')):.2f}x windowed "
+                "(context decoded again per window)",
             )
         )
     if conc := _load("concurrency"):
