@@ -10,6 +10,7 @@ import pytest
 from livekit.agents import APIConnectOptions, APITimeoutError
 from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS
 from livekit.plugins import orpheus
+from livekit.plugins.orpheus.session import MAX_RESUMES
 from support_faults import FaultProxy
 from test_plugin_server import (
     MAX_TOKENS,
@@ -127,6 +128,34 @@ async def test_a_reset_that_repeats_on_the_reconnect_still_completes(proxy: Faul
     await settle_metrics(collected, 1)
     assert len(collected.metrics) == 1  # one segment, one metrics event, resumes or not
     assert collected.metrics[0].request_id == events[0].request_id
+
+
+async def test_resume_tries_wait_for_the_reconnect_to_be_ready(proxy: FaultProxy) -> None:
+    """The reset mid-utterance is followed by more refused connections (each reset before
+    its HTTP/2 handshake ends) than there are resume tries: gRPC is still reconnecting, in
+    backoff, while the plugin resumes. Each try waits for a READY channel rather than
+    failing at once on the reconnecting one, so the utterance completes on the first
+    connection that is let through, with no error."""
+    let_through = 2 + MAX_RESUMES + 1  # connection 1 is reset, the next MAX_RESUMES + 1 refused
+
+    def reset_then_refuse() -> None:
+        proxy.faults.reset_after_downstream_bytes = 1  # not even the server's SETTINGS
+        proxy.on_accept = lambda n: (
+            n >= let_through and setattr(proxy.faults, "reset_after_downstream_bytes", 0)
+        )
+        proxy.reset()
+
+    async with orpheus.TTS(base_url=proxy.address, max_tokens=MAX_TOKENS) as t:
+        collected = Collected(t)
+        stream = t.stream()
+        stream.push_text(TEXT)
+        stream.end_input()
+        async with stream:
+            events = await first_audio_then(stream, reset_then_refuse)
+        await settle_metrics(collected, 1)
+    assert_frames_conform(events)
+    assert proxy.connections >= let_through
+    assert collected.errors == [] and len(collected.metrics) == 1
 
 
 async def test_a_bandwidth_capped_link_still_delivers_every_frame(proxy: FaultProxy) -> None:

@@ -92,6 +92,19 @@ class ServerEndpoints:
         """Start connecting without waiting (prewarm)."""
         self._channel(self.current if index is None else index).get_state(try_to_connect=True)
 
+    async def until_ready(self, index: int) -> bool:
+        """Wait until the channel to `index` is READY, connecting it if idle (unbounded: the
+        caller bounds it). True if it was not READY at first, so the next call runs on a
+        connection made after this wait began."""
+        channel = self._channel(index)
+        state = channel.get_state(try_to_connect=True)
+        reconnected = False
+        while state != grpc.ChannelConnectivity.READY:
+            reconnected = True
+            await channel.wait_for_state_change(state)
+            state = channel.get_state(try_to_connect=True)
+        return reconnected
+
     def next_after(self, index: int) -> int:
         return (index + 1) % len(self.addresses)
 

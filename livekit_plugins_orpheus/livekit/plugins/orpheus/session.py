@@ -17,7 +17,10 @@ from .proto import tts_pb2 as pb
 from .resume import ResumeLedger
 
 StartRequest = Callable[[pb.ResumeFrom | None], pb.SynthesizeRequest]
-MAX_RESUMES = 3  # per utterance: a reset that repeats on the reconnect gets more tries
+# Per utterance: a reset that repeats on the reconnect gets more tries. Each try first waits
+# for a READY channel, and one that only met a connection gRPC had not yet seen die is
+# given back (see _take_a_try), so the tries are spent on live connections.
+MAX_RESUMES = 3
 _CANCEL_WAIT_S = 1.0
 
 
@@ -54,6 +57,7 @@ class SynthesisSession:
         self._index = endpoints.current
         # One address is usually a routing node: resuming there lands on another owner.
         self._resumes_left = MAX_RESUMES
+        self._tried_on_old_connection = False  # the last resume try found the channel READY
         self._flushed = asyncio.Event()  # set when the server starts to owe audio
         self._writer: asyncio.Task[None] | None = None
         self.started: pb.SessionStarted | None = None
@@ -180,23 +184,26 @@ class SynthesisSession:
     async def _resume_somewhere(self, lost: grpc.aio.AioRpcError) -> None:
         """Resume on the next address, up to MAX_RESUMES per utterance in all: a reset that
         repeats on the reconnect, or a next node that is down too, gets another try."""
+        self._tried_on_old_connection = False
         while True:
-            if not self._resumes_left:
-                raise api_error_from_grpc(lost, request_id=self.session_id) from None
-            self._resumes_left -= 1
             try:
-                await self._resume()
-                return
+                if await self._resume():
+                    return
             except APIConnectionError as e:  # unreachable or timed out: try the next one
                 log_extra = {"session_id": self.session_id}
                 logger.warning("orpheus resume failed (%s)", e, extra=log_extra)
+                continue
+            raise api_error_from_grpc(lost, request_id=self.session_id) from None
 
-    async def _resume(self) -> None:
+    async def _resume(self) -> bool:
+        """One resume try; False if none is left."""
         async with self._write_lock:
             assert self._call is not None
             await _cancelled(self._call)
             self._endpoints.mark_unreachable(self._index)
             index = self._endpoints.next_after(self._index)
+            if not await self._take_a_try(index):
+                return False
             call, self.started = await self._start_on(index, resume=self._ledger.resume_from())
             try:
                 for request in self._ledger.replay():
@@ -207,6 +214,37 @@ class SynthesisSession:
                 await _cancelled(call)
                 raise api_error_from_grpc(e, request_id=self.session_id) from None
             self._call, self._index = call, index
+            return True
+
+    async def _take_a_try(self, index: int) -> bool:
+        """Wait (conn_options.timeout at most) for a READY channel to `index`, then spend one
+        of the tries left; False if none is left. A try made while gRPC is still
+        reconnecting would fail at once and be wasted; a channel not READY in time is a
+        spent try, raised as APIConnectionError.
+
+        A lost call's failure can reach us before gRPC has marked its dead connection
+        closed, so the channel may still read READY and the try fails on that connection
+        too. When the next wait sees the channel reconnect, that try met only a connection
+        that had already failed, not a new one: it is given back. A channel that stays READY
+        (a routing node whose owner died) never reconnects, so every try there counts."""
+        if not self._resumes_left and not self._tried_on_old_connection:
+            return False
+        reconnected: bool | None = None  # None: not READY in time
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self._connect_timeout):
+                reconnected = await self._endpoints.until_ready(index)
+        if reconnected and self._tried_on_old_connection:
+            self._resumes_left += 1
+        self._tried_on_old_connection = reconnected is False
+        if not self._resumes_left:
+            return False
+        self._resumes_left -= 1
+        if reconnected is None:
+            raise APIConnectionError(
+                f"orpheus node {self._endpoints.addresses[index]}: no connection was ready "
+                f"to resume on within {self._connect_timeout}s (conn_options.timeout)"
+            )
+        return True
 
     async def _write_loop(self) -> None:
         while True:
