@@ -38,6 +38,11 @@ class SnacDecoder:
     plus what the remaining layers can still see, so the expensive high-rate layers
     (about 90% of the time) run on little more than the kept frames. The kept samples
     are the same as an uncropped decode of the window (tests compare both).
+
+    On CPU a stream's windows (those carrying a `CodecState`) decode incrementally
+    instead, each alone: every frame once (codec/snac_stream.py). Batching windows of
+    several streams into one call saved nothing on this CPU (4 windows in one call cost
+    4 windows' time) while it is what a GPU needs.
     """
 
     def __init__(self, model: SNAC, *, incremental: bool | None = None) -> None:

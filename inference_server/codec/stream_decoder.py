@@ -16,6 +16,11 @@ Default left 3 / right 2: under the 1e-4 budget with margin; the extra left fram
 no latency (it is already there), while right context delays the first audio.
 bench/bench_snac_decode.py re-measures this and writes bench/results/snac_decode.json.
 
+Incremental decode (`incremental=True`, what a session asks for when its decoder keeps
+stream state, i.e. on CPU): the windows carry one `CodecState`, the decoder decodes each
+frame once and keeps no left context error (codec/snac_stream.py); windows still carry
+their context frames, so a decoder without stream state decodes them the same way.
+
 Emission: a stream's first frame goes out as soon as its right context exists (low
 TTFA). After that, ready frames (a later chunk's first ones too) may be held back while
 the listener (audio/listener.py: the session's, so a later chunk knows what its listener
