@@ -105,27 +105,42 @@ async def test_a_stall_mid_utterance_is_a_timeout_within_the_connect_timeout(
     assert timeout <= waited <= timeout + 1.0, waited
 
 
-async def test_a_reset_that_repeats_on_the_reconnect_still_completes(proxy: FaultProxy) -> None:
-    """The reset mid-utterance resumes; the resume's own connection is reset too; the
-    third connection carries the rest. The listener gets one stream of audio."""
+def resets_until(proxy: FaultProxy, after_bytes: int, let_through: int) -> Callable[[], None]:
+    """A fault: reset the connection now, and each new one after `after_bytes` sent to the
+    client, until connection number `let_through`, which flows."""
 
-    def reset_twice() -> None:
-        proxy.faults.reset_after_downstream_bytes = 200  # the reconnect dies early too
+    def fault() -> None:
+        proxy.faults.reset_after_downstream_bytes = after_bytes
         proxy.on_accept = lambda n: (
-            n >= 3 and setattr(proxy.faults, "reset_after_downstream_bytes", 0)
+            n >= let_through and setattr(proxy.faults, "reset_after_downstream_bytes", 0)
         )
         proxy.reset()
 
+    return fault
+
+
+async def speak_through_fault(
+    proxy: FaultProxy, fault: Callable[[], None]
+) -> tuple[list, Collected]:
+    """One utterance through the proxy, `fault` injected at its first audio."""
     async with orpheus.TTS(base_url=proxy.address, max_tokens=MAX_TOKENS) as t:
         collected = Collected(t)
         stream = t.stream()
         stream.push_text(TEXT)
         stream.end_input()
         async with stream:
-            events = await first_audio_then(stream, reset_twice)
+            events = await first_audio_then(stream, fault)
+        await settle_metrics(collected, 1)
+    return events, collected
+
+
+async def test_a_reset_that_repeats_on_the_reconnect_still_completes(proxy: FaultProxy) -> None:
+    """The reset mid-utterance resumes; the resume's own connection is reset too; the
+    third connection carries the rest. The listener gets one stream of audio."""
+    # The reconnect dies early too.
+    events, collected = await speak_through_fault(proxy, resets_until(proxy, 200, 3))
     assert_frames_conform(events)
     assert proxy.connections >= 3
-    await settle_metrics(collected, 1)
     assert len(collected.metrics) == 1  # one segment, one metrics event, resumes or not
     assert collected.metrics[0].request_id == events[0].request_id
 
@@ -137,22 +152,8 @@ async def test_resume_tries_wait_for_the_reconnect_to_be_ready(proxy: FaultProxy
     failing at once on the reconnecting one, so the utterance completes on the first
     connection that is let through, with no error."""
     let_through = 2 + MAX_RESUMES + 1  # connection 1 is reset, the next MAX_RESUMES + 1 refused
-
-    def reset_then_refuse() -> None:
-        proxy.faults.reset_after_downstream_bytes = 1  # not even the server's SETTINGS
-        proxy.on_accept = lambda n: (
-            n >= let_through and setattr(proxy.faults, "reset_after_downstream_bytes", 0)
-        )
-        proxy.reset()
-
-    async with orpheus.TTS(base_url=proxy.address, max_tokens=MAX_TOKENS) as t:
-        collected = Collected(t)
-        stream = t.stream()
-        stream.push_text(TEXT)
-        stream.end_input()
-        async with stream:
-            events = await first_audio_then(stream, reset_then_refuse)
-        await settle_metrics(collected, 1)
+    # 1 byte: not even the server's SETTINGS go through.
+    events, collected = await speak_through_fault(proxy, resets_until(proxy, 1, let_through))
     assert_frames_conform(events)
     assert proxy.connections >= let_through
     assert collected.errors == [] and len(collected.metrics) == 1
