@@ -22,8 +22,9 @@ from .stream_decoder import DecodeWindow
 
 @dataclass(frozen=True, slots=True)
 class _Stage:
-    """One top-level decoder layer: audio samples per output position, and how far the
-    layers after it can see (in samples), i.e. the margin a crop must keep."""
+    """One decoder layer (an upsampling block's layers count one by one): audio samples
+    per output position, and how far the layers after it can see (in samples), i.e. the
+    margin a crop must keep."""
 
     layer: nn.Module
     samples_per_position: int

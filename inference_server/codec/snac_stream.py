@@ -31,7 +31,7 @@ from typing import Protocol
 
 import torch
 import torch.nn.functional as F
-from snac.layers import DecoderBlock, ResidualUnit, Snake1d
+from snac.layers import ResidualUnit, Snake1d
 from torch import nn
 
 from .snac_kernels import InPlaceSnake1d, PackedConvTranspose1d, ShiftedDepthwiseConv1d
@@ -55,8 +55,6 @@ def streaming(module: nn.Module) -> StreamingLayer:
     """The incremental form of one SNAC decoder layer (raises `UnsupportedLayer`)."""
     if isinstance(module, nn.Sequential):
         return _Chain([streaming(m) for m in module])
-    if isinstance(module, DecoderBlock):
-        return streaming(module.block)
     if isinstance(module, ResidualUnit):
         return _Residual(streaming(module.block))
     if isinstance(module, ShiftedDepthwiseConv1d):
@@ -75,8 +73,8 @@ class StreamState:
     """One stream's decoder state between its windows (`SnacDecoder.decode_windows`)."""
 
     origin: int  # stream index of the first frame decoded: sample 0 here
-    layers: list[object]  # per top-level decoder layer
-    produced: list[int]  # positions each top-level layer has committed
+    layers: list[object]  # per decoder layer (`SnacDecoder`'s stages)
+    produced: list[int]  # positions each of those layers has committed
     frames_in: int = 0  # frames decoded so far, counted from `origin`
     committed: torch.Tensor = field(default_factory=lambda: torch.empty(0))
     committed_from: int = 0  # sample index of committed[0]
@@ -150,7 +148,7 @@ class _TransposedConv:
             raise UnsupportedLayer(f"transposed conv with kernel {conv.kernel_size[0]}")
         padding, output_padding = _first(conv.padding), _first(conv.output_padding)
         self.padding, self.end_block = padding, self.stride - padding + output_padding
-        self.bias = conv.bias
+        self.bias, self.out_channels = conv.bias, conv.out_channels
         if isinstance(conv, PackedConvTranspose1d):
             self.blocks = conv.overlap_add
         else:
@@ -160,8 +158,7 @@ class _TransposedConv:
         last, skip = state if state is not None else (None, self.padding)
         n, s = x.shape[-1], self.stride
         if n == 0:
-            channels = self.bias.shape[0] if self.bias is not None else 0
-            return x.new_empty(x.shape[0], channels, 0), 0, state
+            return x.new_empty(x.shape[0], self.out_channels, 0), 0, state
         # The last committed input runs again for its second block; its first went out.
         full = self.blocks(x) if last is None else self.blocks(torch.cat([last, x], -1))[..., s:]
         out = full[..., skip : n * s + self.end_block]
