@@ -4,11 +4,15 @@
    (`--max-audio-ahead 0`), so every stream is backlogged: the node's audio seconds per
    wall second is its capacity C.
 2. What the node's scheduling keeps real time: a node with pacing on that admits every
-   session, offered round(f * C) concurrent sessions for each fraction f (each session
-   is one real-time listener, back-to-back utterances): streaming viability
-   (bench/load.py's definition) and TTFA p50/p99. Then 1, 2, 3... sessions on the same
-   node until one count is not viable (>= 0.99): the last viable count is the node's
-   `--realtime-streams`.
+   session, offered floor(f * C) concurrent sessions for each fraction f: streaming
+   viability (bench/load.py's definition) and TTFA p50/p99. Each session is one
+   real-time listener taking turns: it sends its next utterance when it has heard the
+   last one to the end (no pause between turns), so it asks for at most one audio second
+   per wall second and the sessions together for at most floor(f * C) <= f * C. (A
+   client that sent its next utterance on the previous one's last byte would ask for up
+   to `--max-audio-ahead` seconds more per turn: no listener does that.)
+   Then 1, 2, 3... sessions on the same node until one count is not viable (>= 0.99):
+   the last viable count is the node's `--realtime-streams`.
 3. The node as deployed: the same sweep on a node started with that
    `--realtime-streams`: viability of the admitted streams, and how many sessions were
    refused and how fast (RESOURCE_EXHAUSTED).
@@ -42,6 +46,7 @@ VIABLE = 0.99
 class Offered:
     fraction: float
     sessions: int
+    capacity: float
     utterances: list[Utterance] = field(default_factory=list)
     refusals_ms: list[float] = field(default_factory=list)
     wall_s: float = 0.0
@@ -53,6 +58,7 @@ class Offered:
         return {
             "fraction_of_capacity": self.fraction,
             "sessions": self.sessions,
+            "sessions_over_capacity": self.sessions / self.capacity,
             "utterances": len(self.utterances),
             "streaming_viability": (
                 sum(u.viable for u in self.utterances) / len(self.utterances)
@@ -80,9 +86,12 @@ def measure_capacity(saturate: int, max_tokens: int, logs: Path) -> float:
     return load.summary()["audio_s_per_wall_s"]
 
 
-async def offer(address: str, fraction: float, sessions: int, utterances: int) -> Offered:
-    """`sessions` listeners at once, each saying `utterances` in turn; refused ones retry."""
-    result = Offered(fraction, sessions)
+async def offer(
+    address: str, fraction: float, sessions: int, utterances: int, capacity: float
+) -> Offered:
+    """`sessions` listeners at once, each saying `utterances` in turn, the next when the
+    last one's audio has played; a refused utterance counts, and the next one retries."""
+    result = Offered(fraction, sessions, capacity)
     async with grpc.aio.insecure_channel(address) as channel:
         stub = pb_grpc.TTSStub(channel)
 
@@ -91,13 +100,15 @@ async def offer(address: str, fraction: float, sessions: int, utterances: int) -
             for k in range(utterances):
                 sent = time.perf_counter()
                 try:
-                    result.utterances.append(
-                        await speak(stub, f"cap-{fraction}-{i}-{k}", TEXT, 560)
-                    )
+                    heard = await speak(stub, f"cap-{fraction}-{i}-{k}", TEXT, 560)
                 except grpc.aio.AioRpcError as err:
                     if err.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
                         raise
                     result.refusals_ms.append(1000 * (time.perf_counter() - sent))
+                    continue
+                result.utterances.append(heard)
+                played = sent + (heard.ttfa_ms + heard.worst_deficit_ms) / 1000 + heard.audio_s
+                await asyncio.sleep(max(0.0, played - time.perf_counter()))
 
         started = time.perf_counter()
         await asyncio.gather(*(listener(i) for i in range(sessions)))
@@ -106,13 +117,13 @@ async def offer(address: str, fraction: float, sessions: int, utterances: int) -
 
 
 def sweep(address: str, fractions: list[float], capacity: float, utterances: int) -> list:
-    """One session alone, then round(f * capacity) sessions for each fraction f."""
-    one = asyncio.run(offer(address, 0.0, 1, utterances))
+    """One session alone, then floor(f * capacity) sessions (at least 1) for each f."""
+    one = asyncio.run(offer(address, 0.0, 1, utterances, capacity))
     ttfa_one = percentile(sorted(u.ttfa_ms for u in one.utterances), 50)
     rows = [one.summary(ttfa_one)]
     for fraction in fractions:
-        sessions = max(1, round(fraction * capacity))
-        offered = asyncio.run(offer(address, fraction, sessions, utterances))
+        sessions = max(1, math.floor(fraction * capacity + 1e-9))
+        offered = asyncio.run(offer(address, fraction, sessions, utterances, capacity))
         rows.append(offered.summary(ttfa_one))
         print(rows[-1], flush=True)
     return rows
@@ -123,7 +134,7 @@ def realtime_streams(address: str, utterances: int, capacity: float) -> tuple[in
     and every count's row."""
     rows = []
     for sessions in range(1, max(2, math.ceil(2 * capacity)) + 1):
-        offered = asyncio.run(offer(address, sessions / capacity, sessions, utterances))
+        offered = asyncio.run(offer(address, sessions / capacity, sessions, utterances, capacity))
         rows.append(offered.summary(None))
         print(f"{sessions} sessions: viability {rows[-1]['streaming_viability']:.2f}", flush=True)
         if rows[-1]["streaming_viability"] < VIABLE:

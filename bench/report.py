@@ -86,7 +86,7 @@ def _rows() -> list[tuple[str, str, str]]:
         rows.append(
             (
                 f"long-form story ({by[0]['audio_s_per_session']:.0f} s of audio each): "
-                "viability at " + "/".join(str(x["concurrency"]) for x in by) + " at once",
+                "viability at " + "/".join(_stories(x) for x in by) + " at once",
                 " / ".join(f"{x['streaming_viability']:.2f}" for x in by),
                 "worst gap "
                 + " / ".join(f"{max(x['worst_gap_ms_per_session']):.0f}" for x in by)
@@ -256,6 +256,15 @@ def _capacity_rows(cap: dict) -> list[tuple[str, str, str]]:
             )
         )
     return rows
+
+
+def _stories(row: dict) -> str:
+    """How many stories at once: "3", or "3 (30 of 30 gap-free, 10 runs)" for repeats."""
+    runs = row.get("runs", 1)
+    if runs == 1:
+        return str(row["concurrency"])
+    told = row["utterances"]
+    return f"{row['concurrency']} ({row['gap_free_stories']} of {told} gap-free, {runs} runs)"
 
 
 def _viability(row: dict) -> str:

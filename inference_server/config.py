@@ -194,6 +194,15 @@ class ServerConfig(BaseSettings):
         "audio",
         ge=1,
     )
+    warm_up_frames: int = setting(
+        8,
+        "before serving, every decode thread decodes one stream of random codes in "
+        "windows of 1..N frames: a fresh thread's first decode of each window shape takes "
+        "up to twice as long, which the node's first streams would pay as gaps (0 = none)",
+        "audio",
+        ge=0,
+        le=64,
+    )
     chunk_gap_ms: float = setting(
         _SESSION.chunk_gap_ms,
         "head silence of a segment's later chunks is cut down to this pause (ms): the "

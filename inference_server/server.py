@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import time
 from dataclasses import dataclass
 
 import grpc
@@ -251,6 +252,13 @@ class InferenceNode:
         decoder = SnacDecodeBatcher(SnacDecoder(load_snac(cfg.snac, device=cfg.device)))
         await engine.start()
         decoder.start()
+        if cfg.warm_up_frames:
+            started = time.perf_counter()
+            await decoder.warm_up(cfg.warm_up_frames)
+            took_ms = 1000 * (time.perf_counter() - started)
+            log.info(
+                "decode warm-up: windows of 1..%d frames in %.0f ms", cfg.warm_up_frames, took_ms
+            )
         await registry.start()
         self._closers = [registry.close, decoder.close, engine.close]
         self._watch_engine(engine)

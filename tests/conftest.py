@@ -15,6 +15,9 @@ from support_server import ServerProcess, free_port
 # tens of seconds of audio, which a node paced at real time (its default) would take as
 # long to send. Test nodes generate flat out unless a test passes --max-audio-ahead.
 os.environ.setdefault("ORPHEUS_MAX_AUDIO_AHEAD", "0")
+# The decode warm-up costs a node about a second of CPU at start and the suite starts
+# many: test nodes skip it unless a test asks (tests/test_codec_warm_up.py).
+os.environ.setdefault("ORPHEUS_WARM_UP_FRAMES", "0")
 
 
 @pytest.fixture

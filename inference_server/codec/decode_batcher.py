@@ -94,11 +94,13 @@ class SnacDecodeBatcher:
         self.ms_per_frame = 0.0  # moving average of decode wall time per `cost_frames`
         self.batches = 0  # decode calls made
         self.windows = 0  # windows decoded
-        self._bulk = _Lane(_executor("snac-decode", workers, threads_per_worker, bulk_nice))
+        self._bulk = _Lane(
+            _executor("snac-decode", workers, threads_per_worker, bulk_nice), workers
+        )
         self._express = self._start_up = None
         if express_worker:
-            self._express = _Lane(_executor("snac-first-audio", 1, express_threads, 0))
-            self._start_up = _Lane(_executor("snac-start-up", 1, 1, start_up_nice))
+            self._express = _Lane(_executor("snac-first-audio", 1, express_threads, 0), 1)
+            self._start_up = _Lane(_executor("snac-start-up", 1, 1, start_up_nice), 1)
         self._workers = workers
         self._racing = 0  # sessions between their request and their first decoded window
         self._no_race = asyncio.Event()
@@ -159,6 +161,27 @@ class SnacDecodeBatcher:
                 if other is not None:
                     other.wakeup.set()
         return await future
+
+    async def warm_up(self, max_frames: int) -> None:
+        """Every decode thread decodes one warm-up stream (`SnacDecoder.warm_up`) before
+        the node serves: a shape's first decode is slow once per thread, not just once
+        per process (a 2-frame window: 134 ms on a fresh thread, 67 ms after)."""
+        if max_frames < 1:
+            return
+        loop = asyncio.get_running_loop()
+        calls = []
+        for lane in (self._bulk, self._express, self._start_up):
+            if lane is None:
+                continue
+            # Each call holds its thread until all have started: one call per thread.
+            started = threading.Barrier(lane.workers)
+
+            def warm(started: threading.Barrier = started) -> None:
+                self.decoder.warm_up(max_frames)
+                started.wait()
+
+            calls += [loop.run_in_executor(lane.executor, warm) for _ in range(lane.workers)]
+        await asyncio.gather(*calls)
 
     async def close(self) -> None:
         """Stop the workers; pending decodes fail with RuntimeError."""
@@ -285,6 +308,7 @@ class _Lane:
     """A queue of windows and the worker threads that decode it."""
 
     executor: ThreadPoolExecutor
+    workers: int  # the executor's threads
     queue: list[_Job] = field(default_factory=list)
     wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     busy: int = 0

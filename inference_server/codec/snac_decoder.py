@@ -14,10 +14,10 @@ from snac.layers import DecoderBlock
 from torch import nn
 
 from ..orpheus.codes import frames_to_codes
-from ..orpheus.tokens import SAMPLES_PER_FRAME
+from ..orpheus.tokens import CODEBOOK_SIZE, FRAME_TOKENS, SAMPLES_PER_FRAME
 from .snac_kernels import PackedConvTranspose1d, ShiftedDepthwiseConv1d
 from .snac_stream import StreamingLayer, StreamState, UnsupportedLayer, streaming
-from .stream_decoder import DecodeWindow
+from .stream_decoder import DecodeWindow, SnacStreamDecoder
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +79,21 @@ class SnacDecoder:
             for row, i in enumerate(indices):
                 out[i] = audio[row].copy()
         return out
+
+    def warm_up(self, max_frames: int) -> int:
+        """Decode one stream of random codes in windows of 1, 2, ... `max_frames` frames
+        and return how many windows that was. A thread's first decode of each window shape
+        costs up to twice the later ones (torch sets each convolution shape up once per
+        process, and again per thread), which a fresh node's first streams would pay."""
+        stream = SnacStreamDecoder(min_lead_ms=0, incremental=self.incremental)
+        codes = np.random.default_rng(0).integers(0, CODEBOOK_SIZE, (1000, FRAME_TOKENS))
+        windows = stream.push(codes[: stream.right_context])
+        for frames in range(1, max_frames + 1):
+            windows += stream.push(codes[:frames])
+        windows += stream.finish()
+        for window in windows:
+            self.decode_windows([window])
+        return len(windows)
 
     def decode_frames(self, frames: np.ndarray) -> np.ndarray:
         """Full decode of one sequence of frames (n, 7) -> 2048 * n samples."""
