@@ -244,10 +244,9 @@ def _capacity_rows(cap: dict) -> list[tuple[str, str, str]]:
         if not sweep:
             continue
         offered = [r for r in sweep if r["fraction_of_capacity"] > 0]
-        fractions = "/".join(f"{r['fraction_of_capacity']:g}" for r in offered)
         rows.append(
             (
-                f"offered load at {fractions} of capacity "
+                f"offered load at {_offered(offered)} of capacity "
                 f"({cap['capacity_audio_s_per_wall_s']:.2f} audio s / wall s), {label}: "
                 "viability",
                 " / ".join(_viability(r) for r in offered),
@@ -256,6 +255,15 @@ def _capacity_rows(cap: dict) -> list[tuple[str, str, str]]:
             )
         )
     return rows
+
+
+def _offered(rows: list[dict]) -> str:
+    """The fractions of capacity the sessions asked for ("0.17/0.34 (1/2 sessions)"), or
+    the nominal fractions where a result predates `sessions_over_capacity`."""
+    if not all("sessions_over_capacity" in r for r in rows):
+        return "/".join(f"{r['fraction_of_capacity']:g}" for r in rows)
+    fractions = "/".join(f"{r['sessions_over_capacity']:.2f}" for r in rows)
+    return f"{fractions} ({'/'.join(str(r['sessions']) for r in rows)} sessions)"
 
 
 def _stories(row: dict) -> str:
