@@ -86,7 +86,8 @@ class SnacDecoder:
         costs up to twice the later ones (torch sets each convolution shape up once per
         process, and again per thread), which a fresh node's first streams would pay."""
         stream = SnacStreamDecoder(min_lead_ms=0, incremental=self.incremental)
-        codes = np.random.default_rng(0).integers(0, CODEBOOK_SIZE, (1000, FRAME_TOKENS))
+        rows = max(max_frames, stream.right_context)
+        codes = np.random.default_rng(0).integers(0, CODEBOOK_SIZE, (rows, FRAME_TOKENS))
         windows = stream.push(codes[: stream.right_context])
         for frames in range(1, max_frames + 1):
             windows += stream.push(codes[:frames])
