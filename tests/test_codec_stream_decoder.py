@@ -244,3 +244,15 @@ def test_a_slow_decoder_waits_for_a_window_that_keeps_up_unless_the_listener_wou
     assert dec.push(seq[13:15]) == []  # 2 ready, 939 ms buffered: held
     clock.now += 0.6  # 339 ms left: no longer covers a 6-frame window, so the 2 go now
     assert [w.emitted_frames for w in dec.poll()] == [2]
+
+
+def test_incremental_windows_are_shorter_by_default_but_never_below_the_first() -> None:
+    clock = FakeClock()
+    clock.now = 100.0  # long after the last audio: the listener is starving, frames go at once
+    for incremental, longest in [(False, 16), (True, 8)]:
+        dec = SentOnEmission(clock, incremental=incremental)
+        dec.listener.sent(FRAME_MS)  # playing since t=0
+        windows = dec.push(frames(40)) + dec.finish()
+        assert max(w.emitted_frames for w in windows) == longest
+        assert sum(w.emitted_frames for w in windows) == 40
+    assert SnacStreamDecoder(first_emit_frames=12, incremental=True).max_emit_frames == 12
