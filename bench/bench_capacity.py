@@ -11,8 +11,9 @@
    per wall second and the sessions together for at most floor(f * C) <= f * C. (A
    client that sent its next utterance on the previous one's last byte would ask for up
    to `--max-audio-ahead` seconds more per turn: no listener does that.)
-   Then 1, 2, 3... sessions on the same node until one count is not viable (>= 0.99):
-   the last viable count is the node's `--realtime-streams`.
+   Then 1, 2, 3... sessions on the same node until one count is not viable (>= 0.99)
+   in each of `--count-trials` runs: the last count that was is the node's
+   `--realtime-streams`.
 3. The node as deployed: the same sweep on a node started with that
    `--realtime-streams`: viability of the admitted streams, and how many sessions were
    refused and how fast (RESOURCE_EXHAUSTED).
@@ -129,15 +130,29 @@ def sweep(address: str, fractions: list[float], capacity: float, utterances: int
     return rows
 
 
-def realtime_streams(address: str, utterances: int, capacity: float) -> tuple[int, list]:
-    """1, 2, 3... concurrent sessions until one count is not viable: the last viable one,
-    and every count's row."""
+def realtime_streams(
+    address: str, utterances: int, capacity: float, trials: int = 2
+) -> tuple[int, list]:
+    """1, 2, 3... concurrent sessions until one count is not viable in every one of its
+    `trials` runs: the last count that was, and every count's row (its runs merged).
+
+    One run is not enough to call a count real time on a noisy machine: 3 sessions once
+    passed (1.00) and then, as deployed minutes later, kept 0.33-0.56."""
     rows = []
     for sessions in range(1, max(2, math.ceil(2 * capacity)) + 1):
-        offered = asyncio.run(offer(address, sessions / capacity, sessions, utterances, capacity))
-        rows.append(offered.summary(None))
-        print(f"{sessions} sessions: viability {rows[-1]['streaming_viability']:.2f}", flush=True)
-        if rows[-1]["streaming_viability"] < VIABLE:
+        runs = [
+            asyncio.run(offer(address, sessions / capacity, sessions, utterances, capacity))
+            for _ in range(trials)
+        ]
+        merged = Offered(sessions / capacity, sessions, capacity)
+        for run in runs:
+            merged.utterances += run.utterances
+            merged.refusals_ms += run.refusals_ms
+            merged.wall_s += run.wall_s
+        viabilities = [run.summary(None)["streaming_viability"] for run in runs]
+        rows.append({**merged.summary(None), "trial_viability": viabilities})
+        print(f"{sessions} sessions: viability per trial {viabilities}", flush=True)
+        if min(viabilities) < VIABLE:
             return sessions - 1, rows
     return len(rows), rows
 
@@ -147,10 +162,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fractions", default="0.25,0.5,0.7,1.0,2.0")
     parser.add_argument("--saturate", type=int, default=16, help="backlogged sessions")
     parser.add_argument("--utterances", type=int, default=3)
+    parser.add_argument(
+        "--count-trials", type=int, default=2, help="runs each session count must pass"
+    )
     parser.add_argument("--quick", action="store_true", help="fractions 0.5,2.0; 1 utterance")
     args = parser.parse_args(argv)
     if args.quick:
-        args.fractions, args.utterances, args.saturate = "0.5,2.0", 1, 8
+        args.fractions, args.utterances, args.saturate, args.count_trials = "0.5,2.0", 1, 8, 1
     logs = Path(tempfile.mkdtemp(prefix="bench-capacity-"))
     capacity = measure_capacity(args.saturate, 1400, logs)
     print(f"capacity: {capacity:.2f} audio s per wall s", flush=True)
@@ -158,7 +176,9 @@ def main(argv: list[str] | None = None) -> int:
     admit_all = ServerProcess(logs / "admit-all.log", extra_args=ADMIT_ALL).start()
     try:
         scheduling = sweep(admit_all.address, fractions, capacity, args.utterances)
-        streams, by_count = realtime_streams(admit_all.address, args.utterances, capacity)
+        streams, by_count = realtime_streams(
+            admit_all.address, args.utterances, capacity, args.count_trials
+        )
     finally:
         admit_all.stop()
     print(f"realtime streams: {streams}", flush=True)
