@@ -11,7 +11,7 @@ from inference_server.audio.listener import Clock, Listener
 from inference_server.codec.snac_decoder import SnacDecoder
 from inference_server.codec.snac_model import load_snac
 from inference_server.codec.snac_stream import UnsupportedLayer, streaming
-from inference_server.codec.stream_decoder import SnacStreamDecoder
+from inference_server.codec.stream_decoder import INCREMENTAL_MAX_EMIT_FRAMES, SnacStreamDecoder
 
 SPF = 2048
 ERROR_BOUND = 1e-4  # the windowed decode's relative RMS budget (test_codec_snac_decode.py)
@@ -82,7 +82,7 @@ def test_window_sizes_change_only_the_provisional_edges(
     listener.sent(60_000)  # a minute buffered on a stopped clock: frames are held
     stream = SnacStreamDecoder(listener=listener, incremental=True)
     windows = [w for frame in frames for w in stream.push(frame)] + stream.finish()
-    assert max(w.emitted_frames for w in windows) == 16
+    assert max(w.emitted_frames for w in windows) == INCREMENTAL_MAX_EMIT_FRAMES
     held = np.concatenate([decoder.decode_windows([w])[0] for w in windows])
     assert rel_rms(held, full) < ERROR_BOUND
 
